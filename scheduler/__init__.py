@@ -1,0 +1,59 @@
+"""updraft: an Airflow-style DAG scheduler.
+
+The authoring API is re-exported here (DAG, dag, task, operators, TriggerRule, chain, Param)
+and loaded on first use, so ``import scheduler`` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "DAG": "scheduler.authoring.dag",
+    "dag": "scheduler.authoring.dag",
+    "BaseOperator": "scheduler.authoring.baseoperator",
+    "chain": "scheduler.authoring.baseoperator",
+    "cross_downstream": "scheduler.authoring.baseoperator",
+    "EmptyOperator": "scheduler.authoring.operators",
+    "BashOperator": "scheduler.authoring.operators",
+    "PythonOperator": "scheduler.authoring.operators",
+    "BranchPythonOperator": "scheduler.authoring.operators",
+    "ShortCircuitOperator": "scheduler.authoring.operators",
+    "task": "scheduler.authoring.taskflow",
+    "XComArg": "scheduler.authoring.taskflow",
+    "Param": "scheduler.authoring.params",
+    "TriggerRule": "scheduler.trigger_rules",
+    "TaskSkipped": "scheduler.exceptions",
+    "TaskFailedNoRetry": "scheduler.exceptions",
+    "AirflowSkipException": "scheduler.exceptions",
+    "AirflowFailException": "scheduler.exceptions",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from scheduler.authoring.baseoperator import BaseOperator, chain, cross_downstream
+    from scheduler.authoring.dag import DAG, dag
+    from scheduler.authoring.operators import (
+        BashOperator,
+        BranchPythonOperator,
+        EmptyOperator,
+        PythonOperator,
+        ShortCircuitOperator,
+    )
+    from scheduler.authoring.params import Param
+    from scheduler.authoring.taskflow import XComArg, task
+    from scheduler.exceptions import AirflowFailException, AirflowSkipException, TaskFailedNoRetry, TaskSkipped
+    from scheduler.trigger_rules import TriggerRule
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scheduler' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
