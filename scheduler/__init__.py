@@ -46,7 +46,12 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from scheduler.authoring.params import Param
     from scheduler.authoring.taskflow import XComArg, task
-    from scheduler.exceptions import AirflowFailException, AirflowSkipException, TaskFailedNoRetry, TaskSkipped
+    from scheduler.exceptions import (
+        AirflowFailException,
+        AirflowSkipException,
+        TaskFailedNoRetry,
+        TaskSkipped,
+    )
     from scheduler.trigger_rules import TriggerRule
 
 

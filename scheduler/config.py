@@ -192,7 +192,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         raw[(section.lower(), key.lower())] = (value, f"environment variable {name}")
 
     values: dict[tuple[str, str], Any] = {}
-    for (section, key), (parser, default) in SPEC.items():
+    for (section, key), (_parser, default) in SPEC.items():
         values[(section, key)] = default
     for (section, key), (value, origin) in raw.items():
         if (section, key) not in SPEC:
