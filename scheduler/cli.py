@@ -1,0 +1,419 @@
+"""The `updraft` command: Airflow's verbs on top of the store, the parser and the runners.
+
+Exit codes: 0 ok, 1 failure (a failed `dags test`, a broken database), 2 bad usage or
+unknown DAG/task, with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from scheduler import __version__
+from scheduler.cli_output import FORMATS, print_records
+from scheduler.exceptions import (
+    ConfigError,
+    DagNotFound,
+    DagRunNotFound,
+    DatabaseError,
+    ParamValidationError,
+    TaskNotFound,
+    UpdraftError,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from scheduler.authoring.dag import DAG
+    from scheduler.config import Settings
+
+logger = logging.getLogger("updraft.cli")
+
+
+class UsageError(UpdraftError):
+    """Bad command-line usage (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"updraft: error: {message}\n")
+
+
+# --- shared plumbing ------------------------------------------------------------------------
+
+
+class Context:
+    """What a command needs: settings, and the engine opened on first use."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from scheduler.config import load_settings
+
+        self.args = args
+        self.settings: Settings = load_settings()
+        self._engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from scheduler.db.engine import make_engine
+
+            self._engine = make_engine(
+                self.settings.sql_alchemy_conn,
+                pool_size=self.settings.get("database", "sql_alchemy_pool_size"),
+                max_overflow=self.settings.get("database", "sql_alchemy_max_overflow"),
+            )
+        return self._engine
+
+    def ensure_database(self) -> None:
+        """SQLite (the embedded default) is migrated on first use; other databases must be migrated explicitly."""
+        from scheduler.db import migrate
+
+        if self.engine.dialect.name == "sqlite":
+            migrate.upgrade(self.engine)
+        else:
+            migrate.check(self.engine)
+
+    def sync_dags(self) -> None:
+        """Bring the database up to date with the DAG folder through the isolated parser."""
+        from scheduler.clock import utcnow
+        from scheduler.dag_processing import sync_dag_folder
+
+        self.ensure_database()
+        if not self.settings.dags_folder.is_dir():
+            print(f"updraft: warning: the DAG folder {self.settings.dags_folder} does not exist", file=sys.stderr)
+        sync_dag_folder(self.engine, self.settings, now=utcnow())
+
+    def session(self) -> Any:
+        from scheduler.db.engine import session_scope
+
+        return session_scope(self.engine)
+
+    def load_dag(self, dag_id: str) -> DAG:
+        """Import the DAG's file in this process (for `dags test` / `tasks test`)."""
+        from pathlib import Path
+
+        from scheduler.db import store
+        from scheduler.parsing import load_dags_from_file
+
+        self.sync_dags()
+        with self.session() as session:
+            row = store.get_dag(session, dag_id)
+            if row is None or not row.is_active:
+                raise DagNotFound(dag_id)
+            fileloc = row.fileloc
+        dags = load_dags_from_file(
+            Path(fileloc),
+            default_timezone=self.settings.get("core", "default_timezone"),
+            dags_folder=self.settings.dags_folder,
+        )
+        if dag_id not in dags:
+            raise DagNotFound(dag_id)
+        return dags[dag_id]
+
+    def variables(self) -> Callable[[str], str | None]:
+        from scheduler.db import store
+
+        def get(key: str) -> str | None:
+            getter = getattr(store, "get_variable", None)
+            if getter is None:
+                return None
+            with self.session() as session:
+                return getter(session, key)
+
+        return get
+
+
+def _parse_conf(raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--conf is not valid JSON: {exc}") from None
+    if not isinstance(conf, dict):
+        raise UsageError(f"--conf must be a JSON object, got {type(conf).__name__}")
+    return conf
+
+
+def _parse_date(raw: str | None, what: str) -> datetime | None:
+    if raw is None:
+        return None
+    from scheduler.clock import parse_datetime
+
+    try:
+        return parse_datetime(raw)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
+
+
+# --- db -----------------------------------------------------------------------------------------
+
+
+def cmd_db_migrate(ctx: Context) -> int:
+    from scheduler.db import migrate
+
+    migrate.upgrade(ctx.engine)
+    print(f"Database migrated to {migrate.current_revision(ctx.engine)} ({_masked(ctx.settings.sql_alchemy_conn)})")
+    return 0
+
+
+def cmd_db_check(ctx: Context) -> int:
+    from scheduler.db import migrate
+
+    migrate.check(ctx.engine)
+    print(f"Database OK at revision {migrate.current_revision(ctx.engine)} ({_masked(ctx.settings.sql_alchemy_conn)})")
+    return 0
+
+
+def cmd_db_reset(ctx: Context) -> int:
+    from scheduler.db import migrate
+
+    if not ctx.args.yes:
+        raise UsageError("db reset deletes every row; pass --yes to confirm")
+    migrate.reset(ctx.engine)
+    print(f"Database reset ({_masked(ctx.settings.sql_alchemy_conn)})")
+    return 0
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable url>"
+
+
+# --- dags ---------------------------------------------------------------------------------------
+
+DAG_COLUMNS = ("dag_id", "fileloc", "owners", "is_paused", "schedule_interval", "next_dagrun", "tags")
+
+
+def cmd_dags_list(ctx: Context) -> int:
+    from scheduler.api_shapes import dag_record
+    from scheduler.db import store
+
+    ctx.sync_dags()
+    with ctx.session() as session:
+        records = [dag_record(d) for d in store.list_dags(session)]
+    records.sort(key=lambda r: r["dag_id"])
+    print_records(records, DAG_COLUMNS, ctx.args.output)
+    return 0
+
+
+def cmd_dags_list_import_errors(ctx: Context) -> int:
+    from scheduler.api_shapes import import_error_record
+    from scheduler.db import store
+
+    ctx.sync_dags()
+    with ctx.session() as session:
+        records = [import_error_record(e) for e in store.list_import_errors(session)]
+    records.sort(key=lambda r: r["filename"])
+    print_records(records, ("filename", "stack_trace", "timestamp"), ctx.args.output)
+    return 0
+
+
+def cmd_dags_pause(ctx: Context, paused: bool = True) -> int:
+    from scheduler.db import store
+
+    ctx.sync_dags()
+    with ctx.session() as session:
+        store.set_paused(session, ctx.args.dag_id, paused)
+    print(f"Dag: {ctx.args.dag_id}, paused: {paused}")
+    return 0
+
+
+def cmd_dags_show(ctx: Context) -> int:
+    from scheduler.db import store
+    from scheduler.serialization import SerializedDAG
+
+    ctx.sync_dags()
+    with ctx.session() as session:
+        data = store.get_serialized_dag(session, ctx.args.dag_id)
+    if data is None:
+        raise DagNotFound(ctx.args.dag_id)
+    sdag = SerializedDAG.from_dict(data)
+    lines = [f'digraph "{sdag.dag_id}" {{', "  rankdir=LR;", "  node [shape=box, style=\"rounded,filled\"];"]
+    for tid in sdag.task_order:
+        task = sdag.tasks[tid]
+        lines.append(f'  "{tid}" [label="{tid}\\n{task.operator}", fillcolor="{task.get("ui_color", "#fff")}"];')
+    for tid in sdag.task_order:
+        for down in sorted(sdag.tasks[tid].downstream):
+            lines.append(f'  "{tid}" -> "{down}";')
+    lines.append("}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_dags_test(ctx: Context) -> int:
+    from scheduler.dagtest import run_dag_in_process
+
+    conf = _parse_conf(ctx.args.conf)
+    logical_date = _parse_date(ctx.args.logical_date, "LOGICAL_DATE")
+    dag = ctx.load_dag(ctx.args.dag_id)
+    result = run_dag_in_process(dag, logical_date=logical_date, conf=conf, variables=ctx.variables())
+    return 0 if str(result.state) == "success" else 1
+
+
+def cmd_dags_list_runs(ctx: Context) -> int:
+    from scheduler.api_shapes import dag_run_record
+    from scheduler.db import store
+
+    ctx.sync_dags()
+    with ctx.session() as session:
+        if store.get_dag(session, ctx.args.dag_id) is None:
+            raise DagNotFound(ctx.args.dag_id)
+        runs = store.list_dag_runs(session, ctx.args.dag_id, state=ctx.args.state)
+        records = [dag_run_record(r) for r in runs]
+    columns = ("dag_id", "run_id", "state", "run_type", "logical_date", "data_interval_start",
+               "data_interval_end", "start_date", "end_date")
+    print_records(records, columns, ctx.args.output)
+    return 0
+
+
+# --- tasks --------------------------------------------------------------------------------------
+
+
+def cmd_tasks_list(ctx: Context) -> int:
+    from scheduler.db import store
+    from scheduler.serialization import SerializedDAG
+
+    ctx.sync_dags()
+    with ctx.session() as session:
+        data = store.get_serialized_dag(session, ctx.args.dag_id)
+    if data is None:
+        raise DagNotFound(ctx.args.dag_id)
+    sdag = SerializedDAG.from_dict(data)
+    if ctx.args.output == "table" and not ctx.args.verbose_table:
+        for tid in sorted(sdag.tasks):
+            print(tid)
+        return 0
+    records = [
+        {"task_id": t, "operator": sdag.tasks[t].operator, "trigger_rule": sdag.tasks[t].trigger_rule,
+         "upstream_task_ids": sorted(sdag.tasks[t].upstream), "downstream_task_ids": sorted(sdag.tasks[t].downstream)}
+        for t in sdag.task_order
+    ]
+    print_records(records, ("task_id", "operator", "trigger_rule", "upstream_task_ids", "downstream_task_ids"),
+                  ctx.args.output)
+    return 0
+
+
+def cmd_tasks_test(ctx: Context) -> int:
+    from scheduler.dagtest import run_task_in_process
+
+    logical_date = _parse_date(ctx.args.logical_date, "LOGICAL_DATE")
+    conf = _parse_conf(ctx.args.conf)
+    dag = ctx.load_dag(ctx.args.dag_id)
+    if not dag.has_task(ctx.args.task_id):
+        raise TaskNotFound(ctx.args.dag_id, ctx.args.task_id)
+    outcome = run_task_in_process(dag, ctx.args.task_id, logical_date=logical_date, conf=conf,
+                                  variables=ctx.variables())
+    return 0 if str(outcome.state) in ("success", "skipped") else 1
+
+
+def cmd_version(ctx: Context | None) -> int:
+    print(__version__)
+    return 0
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", choices=FORMATS, default="table", help="output format (default: table)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="updraft", description="updraft: an Airflow-style DAG scheduler")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="group", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=cmd_version, needs_context=False)
+
+    db = sub.add_parser("db", help="the metadata database").add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    db.required = True
+    db.add_parser("migrate", help="create or upgrade the schema (idempotent)").set_defaults(func=cmd_db_migrate)
+    db.add_parser("check", help="check the database is reachable and migrated").set_defaults(func=cmd_db_check)
+    p = db.add_parser("reset", help="drop everything and migrate again")
+    p.add_argument("--yes", "-y", action="store_true", help="confirm")
+    p.set_defaults(func=cmd_db_reset)
+
+    dags = sub.add_parser("dags", help="DAGs").add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    dags.required = True
+    p = dags.add_parser("list", help="list the DAGs")
+    _add_output(p)
+    p.set_defaults(func=cmd_dags_list)
+    p = dags.add_parser("list-import-errors", help="list DAG files that failed to import, with the reason")
+    _add_output(p)
+    p.set_defaults(func=cmd_dags_list_import_errors)
+    p = dags.add_parser("list-runs", help="list the runs of a DAG")
+    p.add_argument("dag_id")
+    p.add_argument("--state", choices=("queued", "running", "success", "failed"))
+    _add_output(p)
+    p.set_defaults(func=cmd_dags_list_runs)
+    for name, paused in (("pause", True), ("unpause", False)):
+        p = dags.add_parser(name, help=f"{name} a DAG")
+        p.add_argument("dag_id")
+        p.set_defaults(func=lambda ctx, paused=paused: cmd_dags_pause(ctx, paused))
+    p = dags.add_parser("show", help="print the DAG's graph in DOT (Graphviz)")
+    p.add_argument("dag_id")
+    p.set_defaults(func=cmd_dags_show)
+    p = dags.add_parser("test", help="run a whole DAG in this process; exit 1 if the run fails")
+    p.add_argument("dag_id")
+    p.add_argument("logical_date", nargs="?", help="ISO 8601 date or datetime (default: now)")
+    p.add_argument("--conf", "-c", help="JSON object passed as the run's conf")
+    p.set_defaults(func=cmd_dags_test)
+
+    tasks = sub.add_parser("tasks", help="tasks").add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    tasks.required = True
+    p = tasks.add_parser("list", help="list the tasks of a DAG")
+    p.add_argument("dag_id")
+    _add_output(p)
+    p.set_defaults(func=cmd_tasks_list, verbose_table=False)
+    p = tasks.add_parser("test", help="run one task in this process, ignoring dependencies; print its log")
+    p.add_argument("dag_id")
+    p.add_argument("task_id")
+    p.add_argument("logical_date", nargs="?", help="ISO 8601 date or datetime (default: now)")
+    p.add_argument("--conf", "-c", help="JSON object passed as the run's conf")
+    p.set_defaults(func=cmd_tasks_test)
+    return parser
+
+
+EXIT_USAGE = 2
+_USAGE_ERRORS = (UsageError, ConfigError, DagNotFound, TaskNotFound, DagRunNotFound, ParamValidationError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="[%(asctime)s] {%(name)s} %(levelname)s - %(message)s",
+    )
+    try:
+        if getattr(args, "needs_context", True) is False:
+            return int(args.func(None))
+        return int(args.func(Context(args)))
+    except _USAGE_ERRORS as exc:
+        print(f"updraft: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DatabaseError as exc:
+        print(f"updraft: database error: {exc}", file=sys.stderr)
+        return 1
+    except UpdraftError as exc:
+        print(f"updraft: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

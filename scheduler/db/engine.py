@@ -1,0 +1,205 @@
+"""Engines and the unit of work: :func:`make_engine` and :func:`session_scope`.
+
+Two backends are supported: SQLite (the embedded default) and PostgreSQL through
+psycopg 3 (``postgresql+psycopg://``; ``postgresql://`` and ``postgres://`` are
+rewritten to it).
+
+SQLite transactions
+-------------------
+Python's ``sqlite3`` driver (legacy transaction control, the default up to
+Python 3.15) only emits BEGIN before INSERT/UPDATE/DELETE: SELECTs and DDL run
+outside any transaction, so two reads in one session may see different data and
+a rolled-back migration leaves half its tables behind. Following SQLAlchemy's
+documented recipe, the driver's own transaction handling is switched off
+(``isolation_level = None`` on every new DBAPI connection) and the engine's
+``begin`` event emits BEGIN itself. Which BEGIN:
+
+* **Write transactions (the default) use ``BEGIN IMMEDIATE``**: the write lock
+  is taken up front, and a second writer waits for it in ``busy_timeout`` (30 s).
+  A deferred ``BEGIN`` that reads and then writes (the usual ORM pattern) can
+  instead fail at once with "database is locked" (SQLITE_BUSY_SNAPSHOT) when
+  another writer committed after its first read; the busy handler cannot help
+  there and only re-running the whole transaction would. IMMEDIATE makes every
+  writer wait its turn, so no retry loop is needed anywhere. Write transactions
+  are short (one scheduler step, one parse result), so the serialisation is cheap.
+* **Read-only transactions (``session_scope(engine, readonly=True)``) use a
+  plain deferred ``BEGIN``**: in WAL mode they read a consistent snapshot, never
+  block a writer and are never blocked by one. The connection is switched to
+  ``PRAGMA query_only`` for their duration, so a write attempted in a read-only
+  session fails loudly instead of racing for the lock.
+
+On PostgreSQL a read-only session runs ``SET TRANSACTION READ ONLY``; write
+sessions are plain READ COMMITTED transactions, and the callers guard state
+changes with conditional UPDATEs and unique constraints.
+
+Every SQLite connection also gets ``journal_mode=WAL`` (readers and the writer
+do not block each other), ``synchronous=NORMAL`` (safe with WAL, no fsync per
+commit), ``foreign_keys=ON`` and ``busy_timeout=30000``.
+
+Who commits
+-----------
+Store functions take a session and never commit. :func:`session_scope` is the
+one place that does: it commits when its block ends normally and rolls back when
+it raises. Engines are not fork-safe: a forked child should build its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from scheduler.exceptions import DatabaseError
+
+logger = logging.getLogger(__name__)
+
+#: Execution option read by the ``begin`` listeners: the transaction only reads.
+READONLY_OPTION = "updraft_readonly"
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
+
+_SQLITE_DRIVERS = frozenset({"sqlite", "sqlite+pysqlite"})
+_PG_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg"})
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as text with any password replaced by ``***``, for messages and logs."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return _PASSWORD_IN_URL.sub(r"\1***@", url)
+
+
+def parse_url(url: str) -> URL:
+    """Validate a database URL and return it with the driver updraft uses.
+
+    Raises DatabaseError naming the (masked) URL and the reason for anything that
+    is not ``sqlite:///...`` or a PostgreSQL URL.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise DatabaseError(f"database URL {url!r} is empty: expected sqlite:///PATH or postgresql+psycopg://...")
+    try:
+        parsed = make_url(url.strip())
+    except ArgumentError as exc:
+        raise DatabaseError(
+            f"database URL {mask_url(url)} is malformed ({exc}): expected sqlite:///PATH or postgresql+psycopg://..."
+        ) from None
+    driver = parsed.drivername
+    if driver in _SQLITE_DRIVERS:
+        return parsed.set(drivername="sqlite+pysqlite")
+    if driver in _PG_DRIVERS:
+        return parsed.set(drivername="postgresql+psycopg")
+    if driver.startswith(("postgresql+", "postgres+")):
+        raise DatabaseError(
+            f"database URL {mask_url(parsed)}: driver '{parsed.get_driver_name()}' is not supported; "
+            "updraft talks to PostgreSQL through psycopg 3 (postgresql+psycopg://)"
+        )
+    raise DatabaseError(
+        f"database URL {mask_url(parsed)}: unsupported database '{parsed.get_backend_name()}'; "
+        "updraft supports SQLite (sqlite:///PATH) and PostgreSQL (postgresql+psycopg://...)"
+    )
+
+
+def _sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL, or None for in-memory and ``file:`` URI databases."""
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("uri") == "true":
+        return None
+    return Path(database)
+
+
+def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    """An Engine for ``url`` configured as described in the module docstring.
+
+    For a SQLite file the parent directory is created when missing. No connection
+    is opened here: an unreachable server is reported by the first use
+    (see :func:`scheduler.db.migrate.check`).
+    """
+    parsed = parse_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        path = _sqlite_file(parsed)
+        if path is not None:
+            try:
+                path.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"database URL {mask_url(parsed)}: cannot create directory {path.parent}: {exc.strerror}"
+                ) from None
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+        if "connect_timeout" not in parsed.query:
+            kwargs["connect_args"] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        hint = " (install updraft[postgres])" if parsed.get_backend_name() == "postgresql" else ""
+        raise DatabaseError(f"database URL {mask_url(parsed)}: driver not available{hint}: {exc}") from None
+    except (ArgumentError, TypeError, ValueError) as exc:
+        raise DatabaseError(f"database URL {mask_url(parsed)}: {exc}") from None
+
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+    else:
+        event.listen(engine, "begin", _pg_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    # Take transaction control away from the sqlite3 module; _sqlite_on_begin emits BEGIN.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+    record.info["query_only"] = False
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    readonly = bool(conn.get_execution_options().get(READONLY_OPTION, False))
+    info = conn.connection.info
+    if info.get("query_only", False) != readonly:
+        conn.exec_driver_sql(f"PRAGMA query_only = {'ON' if readonly else 'OFF'}")
+        info["query_only"] = readonly
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def _pg_on_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get(READONLY_OPTION, False):
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+
+@contextmanager
+def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
+    """One unit of work: a Session that commits at the end of the block, or rolls back if it raises.
+
+    ``readonly=True`` opens a read-only transaction (see the module docstring);
+    writing in it raises. Loaded objects stay readable after the block
+    (``expire_on_commit=False``), detached from any session.
+    """
+    bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
+    session = Session(bind=bind, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
