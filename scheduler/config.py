@@ -29,16 +29,18 @@ def _parse_bool(raw: Any) -> bool:
     raise ValueError("expected true or false")
 
 
-def _parse_int(minimum: int) -> Callable[[Any], int]:
+def _parse_int(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
+    expected = f"expected an integer >= {minimum}" if maximum is None else f"expected an integer from {minimum} to {maximum}"
+
     def parse(raw: Any) -> int:
         if isinstance(raw, bool):
-            raise ValueError(f"expected an integer >= {minimum}")
+            raise ValueError(expected)
         try:
             value = int(str(raw).strip()) if not isinstance(raw, int) else raw
         except ValueError:
-            raise ValueError(f"expected an integer >= {minimum}") from None
-        if value < minimum:
-            raise ValueError(f"expected an integer >= {minimum}")
+            raise ValueError(expected) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ValueError(expected)
         return value
 
     return parse
@@ -65,6 +67,13 @@ def _parse_str(raw: Any) -> str:
     return str(raw)
 
 
+def _parse_nonempty_str(raw: Any) -> str:
+    text = _parse_str(raw)
+    if not text.strip():
+        raise ValueError("expected a non-empty string")
+    return text
+
+
 def _parse_choice(*choices: str) -> Callable[[Any], str]:
     def parse(raw: Any) -> str:
         text = str(raw).strip()
@@ -77,7 +86,7 @@ def _parse_choice(*choices: str) -> Callable[[Any], str]:
 
 #: (section, key) -> (parser, default). A default of None means "computed" (see load_settings).
 SPEC: dict[tuple[str, str], tuple[Callable[[Any], Any], Any]] = {
-    ("core", "dags_folder"): (_parse_str, None),
+    ("core", "dags_folder"): (_parse_nonempty_str, None),
     ("core", "dagbag_import_timeout"): (_parse_float(0.1), 30.0),
     ("core", "load_examples"): (_parse_bool, False),
     ("core", "parsing_processes"): (_parse_int(1), None),
@@ -88,16 +97,16 @@ SPEC: dict[tuple[str, str], tuple[Callable[[Any], Any], Any]] = {
     ("core", "safe_mode"): (_parse_bool, True),
     ("core", "max_active_runs_per_dag"): (_parse_int(1), 16),
     ("core", "max_active_tasks_per_dag"): (_parse_int(1), 16),
-    ("database", "sql_alchemy_conn"): (_parse_str, None),
+    ("database", "sql_alchemy_conn"): (_parse_nonempty_str, None),
     ("database", "sql_alchemy_pool_size"): (_parse_int(1), 5),
     ("database", "sql_alchemy_max_overflow"): (_parse_int(0), 10),
-    ("logging", "base_log_folder"): (_parse_str, None),
+    ("logging", "base_log_folder"): (_parse_nonempty_str, None),
     ("logging", "logging_level"): (_parse_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO"),
     ("webserver", "secret_key"): (_parse_str, ""),
-    ("webserver", "web_server_host"): (_parse_str, "127.0.0.1"),
-    ("webserver", "web_server_port"): (_parse_int(1), 8080),
+    ("webserver", "web_server_host"): (_parse_nonempty_str, "127.0.0.1"),
+    ("webserver", "web_server_port"): (_parse_int(1, 65535), 8080),
     ("webserver", "workers"): (_parse_int(1), 2),
-    ("celery", "broker_url"): (_parse_str, "redis://127.0.0.1:6379/0"),
+    ("celery", "broker_url"): (_parse_nonempty_str, "redis://127.0.0.1:6379/0"),
 }
 
 
@@ -181,8 +190,8 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     cwd = Path.cwd() if cwd is None else cwd
     raw: dict[tuple[str, str], tuple[Any, str]] = {}
     toml_path = home / "updraft.toml"
-    for key, value in _read_toml(toml_path).items():
-        raw[key] = (value, str(toml_path))
+    for setting, value in _read_toml(toml_path).items():
+        raw[setting] = (value, str(toml_path))
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -206,7 +215,8 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     if values[("core", "dags_folder")] is None:
         local = cwd / "dags"
         values[("core", "dags_folder")] = str(local if local.is_dir() else home / "dags")
-    values[("core", "dags_folder")] = str(Path(values[("core", "dags_folder")]).expanduser().absolute())
+    dags_folder = Path(values[("core", "dags_folder")]).expanduser()
+    values[("core", "dags_folder")] = str(dags_folder if dags_folder.is_absolute() else cwd / dags_folder)
     if values[("core", "parsing_processes")] is None:
         values[("core", "parsing_processes")] = max(1, os.cpu_count() or 1)
     if values[("database", "sql_alchemy_conn")] is None:

@@ -10,10 +10,10 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from scheduler.clock import get_timezone, parse_datetime, timezone_name
+from scheduler.clock import get_timezone, make_aware, parse_datetime, timezone_name
 
 if TYPE_CHECKING:
     from scheduler.authoring.baseoperator import BaseOperator
@@ -46,6 +46,14 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def _task_date(task: BaseOperator, value: datetime | None) -> str | None:
+    """A task's start/end date as aware UTC ISO text; a naive one is read in its DAG's time zone."""
+    if value is None:
+        return None
+    tz = task.dag.timezone if task.has_dag else UTC
+    return make_aware(value, tz).astimezone(UTC).isoformat()
+
+
 def serialize_task(task: BaseOperator) -> dict[str, Any]:
     cls = type(task)
     return {
@@ -70,8 +78,8 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         "weight_rule": task.weight_rule,
         "queue": task.queue,
         "max_active_tis_per_dag": task.max_active_tis_per_dag,
-        "start_date": task.start_date.isoformat() if task.start_date else None,
-        "end_date": task.end_date.isoformat() if task.end_date else None,
+        "start_date": _task_date(task, task.start_date),
+        "end_date": _task_date(task, task.end_date),
         "is_empty": task.inherits_from_empty_operator,
         "is_branch": task.is_branch,
         "template_fields": list(task.template_fields),

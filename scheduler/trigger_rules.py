@@ -19,11 +19,11 @@ class TriggerRule(StrEnum):
     ALL_SUCCESS = "all_success"  #: every upstream succeeded (the default)
     ALL_FAILED = "all_failed"  #: every upstream failed or upstream_failed
     ALL_DONE = "all_done"  #: every upstream finished, whatever the outcome
-    ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"  #: all finished (skips allowed), at least one success
+    ALL_DONE_MIN_ONE_SUCCESS = "all_done_min_one_success"  #: all finished, none skipped, at least one success
     ALL_SKIPPED = "all_skipped"  #: every upstream was skipped
     ONE_SUCCESS = "one_success"  #: at least one upstream succeeded (does not wait for the rest)
     ONE_FAILED = "one_failed"  #: at least one upstream failed (does not wait for the rest)
-    ONE_DONE = "one_done"  #: at least one upstream succeeded or failed
+    ONE_DONE = "one_done"  #: at least one upstream succeeded or failed (upstream_failed does not count)
     NONE_FAILED = "none_failed"  #: no upstream failed or upstream_failed (skips allowed)
     NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"  #: none failed and at least one succeeded
     NONE_SKIPPED = "none_skipped"  #: no upstream skipped; all finished
@@ -76,48 +76,58 @@ class UpstreamCounts:
 
 
 def evaluate(rule: TriggerRule | str, up: UpstreamCounts) -> Decision:
-    """Decide a task's fate from its direct upstream outcomes (Airflow's documented semantics).
+    """Decide a task's fate from its direct upstream outcomes (Airflow's TriggerRuleDep).
 
-    A task with no upstream runs at once (whatever its rule). "removed" upstreams are
-    treated as done and neither success nor failure.
+    A task with no upstream runs at once (whatever its rule), and so does one with
+    ``always``. "removed" upstreams are left out, as if the edge were gone (in Airflow
+    a removed task is no longer an upstream of anything). A decision to skip or to
+    mark upstream_failed is taken as soon as it is certain, without waiting for the
+    other upstreams, exactly where Airflow takes it early.
     """
     rule = TriggerRule(rule)
-    if up.total == 0 or rule is TriggerRule.ALWAYS:
+    total = up.total - up.removed
+    if total <= 0 or rule is TriggerRule.ALWAYS:
         return Decision.RUN
-    failures = up.failed + up.upstream_failed
-    all_done = up.done == up.total
+    success, skipped, failed = up.success, up.skipped, up.failed
+    failures = failed + up.upstream_failed
+    all_done = success + skipped + failures >= total
     if rule is TriggerRule.ALL_SUCCESS:
         if failures:
             return Decision.UPSTREAM_FAILED
-        if up.skipped:
+        if skipped:
             return Decision.SKIP
         return Decision.RUN if all_done else Decision.WAIT
     if rule is TriggerRule.ALL_FAILED:
-        if up.success or up.skipped:
+        if success or skipped:
             return Decision.SKIP
         return Decision.RUN if all_done else Decision.WAIT
     if rule is TriggerRule.ALL_DONE:
         return Decision.RUN if all_done else Decision.WAIT
     if rule is TriggerRule.ALL_DONE_MIN_ONE_SUCCESS:
+        # Airflow's implementation (3.1) skips as soon as one upstream is skipped, although its
+        # docs speak of "all non-skipped upstream tasks"; we follow what Airflow does.
+        if skipped:
+            return Decision.SKIP
         if not all_done:
             return Decision.WAIT
-        return Decision.RUN if up.success else (Decision.UPSTREAM_FAILED if failures else Decision.SKIP)
+        return Decision.RUN if success else Decision.UPSTREAM_FAILED
     if rule is TriggerRule.ALL_SKIPPED:
-        if up.success or failures:
+        if success or failures:
             return Decision.SKIP
         return Decision.RUN if all_done else Decision.WAIT
     if rule is TriggerRule.ONE_SUCCESS:
-        if up.success:
+        if success:
             return Decision.RUN
         if not all_done:
             return Decision.WAIT
-        return Decision.UPSTREAM_FAILED if failures else Decision.SKIP
+        return Decision.SKIP if skipped == total else Decision.UPSTREAM_FAILED
     if rule is TriggerRule.ONE_FAILED:
         if failures:
             return Decision.RUN
         return Decision.SKIP if all_done else Decision.WAIT
     if rule is TriggerRule.ONE_DONE:
-        if up.success or failures:
+        # "done" here is success or failed: an upstream_failed upstream did not run, so it does not count.
+        if success or failed:
             return Decision.RUN
         return Decision.SKIP if all_done else Decision.WAIT
     if rule is TriggerRule.NONE_FAILED:
@@ -127,11 +137,11 @@ def evaluate(rule: TriggerRule | str, up: UpstreamCounts) -> Decision:
     if rule is TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS:
         if failures:
             return Decision.UPSTREAM_FAILED
-        if not all_done:
-            return Decision.WAIT
-        return Decision.RUN if up.success else Decision.SKIP
+        if skipped == total:
+            return Decision.SKIP
+        return Decision.RUN if all_done else Decision.WAIT
     if rule is TriggerRule.NONE_SKIPPED:
-        if up.skipped:
+        if skipped:
             return Decision.SKIP
         return Decision.RUN if all_done else Decision.WAIT
     raise AssertionError(f"unhandled trigger rule {rule}")  # pragma: no cover

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from scheduler.authoring.baseoperator import validate_id
-from scheduler.authoring.params import NOTSET, Param, ParamsDict
+from scheduler.authoring.params import NOTSET, Param, ParamsDict, check_json
 from scheduler.clock import get_timezone, make_aware, timezone_name
 from scheduler.exceptions import CycleError, DagDefinitionError, ParamValidationError, ScheduleError
 
@@ -100,6 +100,10 @@ class DAG:
                 timezone = aware.tzinfo
         if timezone is None:
             self.timezone: tzinfo = DEFAULT_TIMEZONE
+        elif not isinstance(timezone, str | tzinfo):
+            raise DagDefinitionError(
+                f"DAG '{dag_id}': timezone must be an IANA name such as 'Europe/Berlin' or a tzinfo, got {timezone!r}"
+            )
         else:
             try:
                 self.timezone = get_timezone(timezone) if isinstance(timezone, str) else get_timezone(timezone_name(timezone))
@@ -178,6 +182,10 @@ class DAG:
     def _check_params(self) -> None:
         for name, param in self.params.params().items():
             if param.has_value:
+                try:
+                    check_json(param.value, f"the default of param '{name}'")
+                except TypeError as exc:
+                    raise DagDefinitionError(f"DAG '{self.dag_id}': {exc}") from None
                 try:
                     param.resolve(name=name)
                 except ParamValidationError as exc:
@@ -268,16 +276,20 @@ class DAG:
         return order
 
     def _find_cycle(self, candidates: set[str]) -> list[str]:
-        # Walk downstream inside the unresolved set until a task repeats: that loop is a cycle.
-        start = min(candidates)
+        # Every unresolved task has an unresolved upstream task (a task merely downstream of a
+        # cycle may have no unresolved downstream one), so walk upstream until a task repeats:
+        # that loop, reversed, is a cycle in downstream order.
         path: list[str] = []
         index: dict[str, int] = {}
-        node = start
+        node = min(candidates)
         while node not in index:
             index[node] = len(path)
             path.append(node)
-            node = min(d for d in self.task_dict[node].downstream_task_ids if d in candidates)
-        return path[index[node]:] + [node]
+            node = min(u for u in self.task_dict[node].upstream_task_ids if u in candidates)
+        loop = path[index[node]:][::-1]
+        first = loop.index(min(loop))  # start the reported cycle at its smallest id, for stable messages
+        loop = loop[first:] + loop[:first]
+        return loop + [loop[0]]
 
     def validate(self) -> None:
         """Whole-DAG checks made once the file has been imported: cycles, start_date."""
@@ -343,7 +355,13 @@ def dag(dag_id: str | Callable[..., Any] | None = None, **dag_kwargs: Any) -> An
             kw.setdefault("fileloc", inspect.getsourcefile(func) or "")
             params = dict(kw.pop("params", None) or {})
             for name, value in bound.arguments.items():
-                params.setdefault(name, value if value is not inspect.Parameter.empty else Param())
+                # Airflow's order: the function's (or the call's) value wins over params=..., and a
+                # plain value given for a param declared as a Param keeps that Param's schema.
+                existing = params.get(name)
+                if isinstance(existing, Param) and not isinstance(value, Param):
+                    schema = {k: v for k, v in existing.schema.items() if k != "description"}
+                    value = Param(value, existing.description, **schema)
+                params[name] = value
             missing = [n for n, p in sig.parameters.items() if p.default is inspect.Parameter.empty and n not in bound.arguments]
             for name in missing:
                 params.setdefault(name, Param())

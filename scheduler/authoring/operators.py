@@ -6,7 +6,7 @@ import inspect
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from scheduler.authoring.baseoperator import BaseOperator
@@ -50,7 +50,7 @@ def call_with_context(
 class PythonOperator(BaseOperator):
     """Calls ``python_callable(*op_args, **op_kwargs)``; context keys it names are passed too."""
 
-    template_fields = ("templates_dict", "op_args", "op_kwargs")
+    template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
     template_fields_renderers = {"templates_dict": "json", "op_args": "py", "op_kwargs": "py"}
     ui_color = "#ffefeb"
 
@@ -162,7 +162,7 @@ class BashOperator(BaseOperator):
     ``.sh`` or ``.bash`` names a script file, loaded and rendered as a template.
     """
 
-    template_fields = ("bash_command", "env", "cwd")
+    template_fields: Sequence[str] = ("bash_command", "env", "cwd")
     template_fields_renderers = {"bash_command": "bash", "env": "json"}
     template_ext = (".sh", ".bash")
     ui_color = "#f0ede4"
@@ -217,10 +217,13 @@ class BashOperator(BaseOperator):
         self._process = process
         last_line = ""
         assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.decode(self.output_encoding, errors="backslashreplace").rstrip("\n")
-            last_line = line
-            print(line, flush=True)
+        try:
+            for raw in process.stdout:
+                line = raw.decode(self.output_encoding, errors="backslashreplace").rstrip("\n")
+                last_line = line
+                print(line, flush=True)
+        finally:
+            process.stdout.close()  # else the pipe is left to the garbage collector (ResourceWarning)
         code = process.wait()
         self._process = None
         print(f"Command exited with return code {code}", flush=True)

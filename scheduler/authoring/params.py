@@ -99,7 +99,9 @@ class ParamsDict(MutableMapping[str, Any]):
 
     def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
         self._params: dict[str, Param] = {}
-        for key, value in (initial or {}).items():
+        # Another ParamsDict: take its Param objects (its items() are bare values, without the schemas).
+        items = initial.params().items() if isinstance(initial, ParamsDict) else (initial or {}).items()
+        for key, value in items:
             self[key] = value
 
     def __setitem__(self, key: str, value: Any) -> None:

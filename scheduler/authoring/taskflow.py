@@ -125,6 +125,7 @@ class DecoratedBashOperator(_DecoratedMixin, BashOperator):
         self.python_callable = python_callable
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
+        kwargs.pop("bash_command", None)  # a bash_command from default_args: the function supplies the command
         super().__init__(bash_command="", **kwargs)
 
     template_fields = ("bash_command", "env", "cwd", "op_args", "op_kwargs")

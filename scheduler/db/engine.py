@@ -90,7 +90,7 @@ def parse_url(url: str) -> URL:
         raise DatabaseError(f"database URL {url!r} is empty: expected sqlite:///PATH or postgresql+psycopg://...")
     try:
         parsed = make_url(url.strip())
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise DatabaseError(
             f"database URL {mask_url(url)} is malformed ({exc}): expected sqlite:///PATH or postgresql+psycopg://..."
         ) from None

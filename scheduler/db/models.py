@@ -185,7 +185,7 @@ class SerializedDag(Base):
 
     dag_id: Mapped[str] = mapped_column(String(ID_LEN), ForeignKey("dag.dag_id", ondelete="CASCADE"), primary_key=True)
     data: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    #: sha256 of the canonical JSON of ``data``; rewritten only when it changes.
+    #: scheduler.serialization.dag_hash(data) (sha256 of its sorted-key JSON); data is rewritten only when it changes.
     dag_hash: Mapped[str] = mapped_column(String(64))
     fileloc: Mapped[str] = mapped_column(Text)
     last_updated: Mapped[datetime]

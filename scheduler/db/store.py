@@ -1,0 +1,311 @@
+"""Queries on the metadata database: DAGs, their files, serialized forms and import errors.
+
+Every function takes the session as its first argument and never commits; the
+caller's :func:`scheduler.db.engine.session_scope` does. Datetimes passed in must
+be timezone-aware (``now`` is always passed in, never read here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.orm import Session
+
+from scheduler.db.models import Dag, DagCode, DagFile, DagRun, ParseImportError, SerializedDag
+from scheduler.exceptions import DagNotFound
+from scheduler.serialization import dag_hash
+from scheduler.states import DagRunState
+
+#: Rows per IN (...) list, well under SQLite's bound-parameter limit.
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the database remembers of a DAG file from its last parse."""
+
+    fileloc: str
+    mtime: float
+    size: int
+    content_hash: str
+    dag_ids: tuple[str, ...]
+
+
+def duplicate_dag_message(dag_id: str, other_fileloc: str) -> str:
+    return f"DAG id '{dag_id}' already defined in file {other_fileloc}"
+
+
+def get_file_states(session: Session) -> dict[str, FileState]:
+    """The parse state of every known DAG file, by fileloc."""
+    rows = session.execute(
+        select(DagFile.fileloc, DagFile.mtime, DagFile.size, DagFile.content_hash, DagFile.dag_ids)
+    )
+    return {
+        row.fileloc: FileState(row.fileloc, row.mtime, row.size, row.content_hash, tuple(row.dag_ids or ()))
+        for row in rows
+    }
+
+
+def record_parse_result(
+    session: Session,
+    *,
+    fileloc: str,
+    mtime: float,
+    size: int,
+    content_hash: str,
+    dags: list[dict[str, Any]],
+    error: str | None,
+    source: str | None,
+    duration: float,
+    now: datetime,
+    paused_at_creation: bool,
+) -> None:
+    """Store the outcome of parsing one file.
+
+    ``dags`` are serialized DAG dicts (keys: dag_id, fileloc, owners, description,
+    tags, schedule, timetable_summary, timetable_description, timezone,
+    max_active_runs, max_active_tasks, is_paused_upon_creation). ``error`` is the
+    file's import error text, if any; a file may have both DAGs and an error (one
+    of its DAGs failed).
+
+    * Each DAG is upserted; a new one is paused per its ``is_paused_upon_creation``
+      (None: ``paused_at_creation``), an existing one keeps its is_paused. Its
+      serialized form is rewritten only when its hash changed.
+    * A DAG id already active in another file stays with that file; this file
+      gets an import error "DAG id X already defined in file Y".
+    * DAGs this file defined before but not now: without an error they become
+      inactive; with an error they stay as they were (the last good version is
+      kept: they may be the ones that failed) and are flagged has_import_errors.
+    * The file's import_error row is written when there is an error, deleted otherwise.
+    """
+    previous = {
+        dag.dag_id: dag
+        for dag in session.scalars(select(Dag).where(Dag.fileloc == fileloc, Dag.is_active.is_(True)))
+    }
+    incoming_ids = sorted({str(data["dag_id"]) for data in dags})
+    elsewhere = {
+        dag.dag_id: dag
+        for dag in _in_chunks(
+            incoming_ids, lambda ids: session.scalars(select(Dag).where(Dag.dag_id.in_(ids), Dag.fileloc != fileloc))
+        )
+    }
+
+    messages = [error] if error else []
+    accepted: dict[str, dict[str, Any]] = {}
+    for data in dags:
+        dag_id = str(data["dag_id"])
+        other = elsewhere.get(dag_id)
+        if dag_id in accepted:
+            messages.append(duplicate_dag_message(dag_id, fileloc))
+        elif other is not None and other.is_active:
+            messages.append(duplicate_dag_message(dag_id, other.fileloc))
+        else:
+            accepted[dag_id] = data
+    stack_trace = "\n".join(messages) if messages else None
+    has_errors = stack_trace is not None
+
+    for dag_id, data in accepted.items():
+        row = previous.get(dag_id) or elsewhere.get(dag_id) or session.get(Dag, dag_id)
+        _upsert_dag(session, row, data, fileloc=fileloc, has_errors=has_errors, now=now, paused_at_creation=paused_at_creation)
+    _upsert_serialized(session, accepted, fileloc=fileloc, now=now)
+
+    owned = set(accepted)
+    for dag_id, row in previous.items():
+        if dag_id in accepted:
+            continue
+        if error is not None:
+            row.has_import_errors = True
+            owned.add(dag_id)
+        else:
+            row.is_active = False
+            row.has_import_errors = False
+
+    if accepted:
+        if source is not None:
+            _upsert_code(session, fileloc, source, now)
+    elif error is None:
+        session.execute(delete(DagCode).where(DagCode.fileloc == fileloc))
+
+    _upsert_file(
+        session,
+        fileloc=fileloc,
+        mtime=mtime,
+        size=size,
+        content_hash=content_hash,
+        now=now,
+        duration=duration,
+        dag_ids=sorted(owned),
+    )
+    _set_import_error(session, fileloc, stack_trace, now)
+
+
+def _upsert_dag(
+    session: Session,
+    row: Dag | None,
+    data: dict[str, Any],
+    *,
+    fileloc: str,
+    has_errors: bool,
+    now: datetime,
+    paused_at_creation: bool,
+) -> None:
+    if row is None:
+        paused = data.get("is_paused_upon_creation")
+        row = Dag(dag_id=str(data["dag_id"]), is_paused=paused_at_creation if paused is None else bool(paused))
+        session.add(row)
+    row.is_active = True
+    row.fileloc = fileloc
+    row.owners = ", ".join(data.get("owners") or ())
+    row.description = data.get("description")
+    row.tags = list(data.get("tags") or ())
+    row.schedule = data.get("schedule")
+    row.timetable_summary = data.get("timetable_summary")
+    row.timetable_description = data.get("timetable_description")
+    row.timezone = data.get("timezone") or "UTC"
+    row.max_active_runs = data.get("max_active_runs")
+    row.max_active_tasks = data.get("max_active_tasks")
+    row.has_import_errors = has_errors
+    row.last_parsed_time = now
+
+
+def _upsert_serialized(session: Session, accepted: dict[str, dict[str, Any]], *, fileloc: str, now: datetime) -> None:
+    if not accepted:
+        return
+    stored = {
+        row.dag_id: (row.dag_hash, row.fileloc)
+        for row in _in_chunks(
+            sorted(accepted),
+            lambda ids: session.execute(
+                select(SerializedDag.dag_id, SerializedDag.dag_hash, SerializedDag.fileloc).where(
+                    SerializedDag.dag_id.in_(ids)
+                )
+            ),
+        )
+    }
+    for dag_id, data in accepted.items():
+        digest = dag_hash(data)
+        if dag_id not in stored:
+            session.add(SerializedDag(dag_id=dag_id, data=data, dag_hash=digest, fileloc=fileloc, last_updated=now))
+        elif stored[dag_id] != (digest, fileloc):
+            session.execute(
+                update(SerializedDag)
+                .where(SerializedDag.dag_id == dag_id)
+                .values(data=data, dag_hash=digest, fileloc=fileloc, last_updated=now)
+            )
+
+
+def _upsert_code(session: Session, fileloc: str, source: str, now: datetime) -> None:
+    row = session.get(DagCode, fileloc)
+    if row is None:
+        session.add(DagCode(fileloc=fileloc, source=source, last_updated=now))
+    elif row.source != source:
+        row.source = source
+        row.last_updated = now
+
+
+def _upsert_file(
+    session: Session,
+    *,
+    fileloc: str,
+    mtime: float,
+    size: int,
+    content_hash: str,
+    now: datetime,
+    duration: float,
+    dag_ids: list[str],
+) -> None:
+    row = session.get(DagFile, fileloc)
+    if row is None:
+        row = DagFile(fileloc=fileloc)
+        session.add(row)
+    row.mtime = mtime
+    row.size = size
+    row.content_hash = content_hash
+    row.last_parsed = now
+    row.last_duration = duration
+    row.dag_ids = dag_ids
+
+
+def _set_import_error(session: Session, fileloc: str, stack_trace: str | None, now: datetime) -> None:
+    row = session.scalar(select(ParseImportError).where(ParseImportError.filename == fileloc))
+    if stack_trace is None:
+        if row is not None:
+            session.delete(row)
+        return
+    if row is None:
+        session.add(ParseImportError(filename=fileloc, stack_trace=stack_trace, timestamp=now))
+    else:
+        row.stack_trace = stack_trace
+        row.timestamp = now
+
+
+def deactivate_missing_files(session: Session, present: set[str]) -> list[str]:
+    """Forget the files no longer in the DAG folder; return their filelocs, sorted.
+
+    For each known file not in ``present``: its DAGs become inactive, and its
+    dag_file, dag_code and import_error rows are deleted. (Serialized DAGs and run
+    history stay.)
+    """
+    known = session.scalars(select(DagFile.fileloc)).all()
+    removed = sorted(set(known) - set(present))
+    for chunk in _chunked(removed):
+        session.execute(
+            update(Dag).where(Dag.fileloc.in_(chunk)).values(is_active=False, has_import_errors=False)
+        )
+        session.execute(delete(DagCode).where(DagCode.fileloc.in_(chunk)))
+        session.execute(delete(ParseImportError).where(ParseImportError.filename.in_(chunk)))
+        session.execute(delete(DagFile).where(DagFile.fileloc.in_(chunk)))
+    return removed
+
+
+def list_dags(session: Session, *, only_active: bool = True) -> list[Dag]:
+    """DAGs by dag_id; only the active ones (defined by a file that exists) unless ``only_active=False``."""
+    query = select(Dag).order_by(Dag.dag_id)
+    if only_active:
+        query = query.where(Dag.is_active.is_(True))
+    return list(session.scalars(query))
+
+
+def get_dag(session: Session, dag_id: str) -> Dag | None:
+    return session.get(Dag, dag_id)
+
+
+def get_serialized_dag(session: Session, dag_id: str) -> dict[str, Any] | None:
+    """The last good serialized form of the DAG, or None if it was never parsed successfully."""
+    return session.scalar(select(SerializedDag.data).where(SerializedDag.dag_id == dag_id))
+
+
+def list_import_errors(session: Session) -> list[ParseImportError]:
+    return list(session.scalars(select(ParseImportError).order_by(ParseImportError.filename)))
+
+
+def set_paused(session: Session, dag_id: str, paused: bool) -> None:
+    """Pause or unpause a DAG; DagNotFound if there is no such DAG."""
+    result = session.execute(update(Dag).where(Dag.dag_id == dag_id).values(is_paused=paused))
+    if not isinstance(result, CursorResult) or result.rowcount != 1:
+        raise DagNotFound(dag_id)
+
+
+def list_dag_runs(session: Session, dag_id: str, *, state: str | None = None) -> list[DagRun]:
+    """The DAG's runs, newest first (by run_after, then id); only those in ``state`` when given.
+
+    An unknown state raises ValueError naming it.
+    """
+    query = select(DagRun).where(DagRun.dag_id == dag_id)
+    if state is not None:
+        query = query.where(DagRun.state == DagRunState(state))
+    return list(session.scalars(query.order_by(DagRun.run_after.desc(), DagRun.id.desc())))
+
+
+def _chunked(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _in_chunks(items: Sequence[str], query: Callable[[Sequence[str]], Iterable[Any]]) -> Iterator[Any]:
+    for chunk in _chunked(items):
+        yield from query(chunk)
