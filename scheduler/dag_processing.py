@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler.parsing import ParserPool, ParseResult, list_candidate_files, might_contain_dag
+from scheduler.parsing import ParseResult, ParserPool, list_candidate_files, might_contain_dag
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -131,7 +131,7 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engi
         path = _sqlite_file(parsed)
         if path is not None:
             try:
-                path.expanduser().absolute().parent.mkdir(parents=True, exist_ok=True)
+                path.absolute().parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise DatabaseError(
                     f"database URL {mask_url(parsed)}: cannot create directory {path.parent}: {exc.strerror}"

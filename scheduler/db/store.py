@@ -50,6 +50,15 @@ def get_file_states(session: Session) -> dict[str, FileState]:
     }
 
 
+def touch_file(session: Session, fileloc: str, *, mtime: float) -> bool:
+    """Record a new mtime for a file whose content did not change (no parse needed).
+
+    Returns False when the file is not known (it was forgotten meanwhile).
+    """
+    result = session.execute(update(DagFile).where(DagFile.fileloc == fileloc).values(mtime=mtime))
+    return isinstance(result, CursorResult) and result.rowcount == 1
+
+
 def record_parse_result(
     session: Session,
     *,
@@ -80,8 +89,12 @@ def record_parse_result(
     * DAGs this file defined before but not now: without an error they become
       inactive; with an error they stay as they were (the last good version is
       kept: they may be the ones that failed) and are flagged has_import_errors.
+    * dag_code holds the source of the last parse that yielded a DAG (kept when the
+      whole file fails, deleted when the file cleanly defines no DAG); dag_file
+      records mtime, size and content hash, so an unchanged file can be skipped.
     * The file's import_error row is written when there is an error, deleted otherwise.
     """
+    error = error or None
     previous = {
         dag.dag_id: dag
         for dag in session.scalars(select(Dag).where(Dag.fileloc == fileloc, Dag.is_active.is_(True)))

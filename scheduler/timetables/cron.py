@@ -153,7 +153,8 @@ class CronSpec:
     _day_cache: dict[tuple[int, int], tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        #: Both day fields restricted: a day matches either (standard cron, and croniter/Airflow).
+        #: Both day fields other than a bare "*": a day matches either (POSIX, croniter/Airflow;
+        #: "*/2" counts as restricted, unlike Vixie cron). Otherwise a day must match both.
         self.day_or = self.fields[2] != "*" and self.fields[4] != "*"
         #: Overlap rule: minute or hour field begins with "*" -> fire at every real instant.
         self.wildcard_time = self.fields[0].startswith("*") or self.fields[1].startswith("*")

@@ -112,6 +112,13 @@ def test_sqlite_parent_directory_is_created_and_spaces_in_the_path_work(tmp_path
     assert path.is_file()
 
 
+def test_a_sqlite_directory_that_cannot_be_created_is_reported(tmp_path: Path) -> None:
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DatabaseError, match="cannot create directory"):
+        make_engine(f"sqlite:///{blocker / 'sub' / 'updraft.db'}")
+
+
 def test_pool_size_is_applied(any_url: str) -> None:
     engine = make_engine(any_url, pool_size=3, max_overflow=0)
     try:

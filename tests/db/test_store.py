@@ -192,6 +192,15 @@ def test_a_file_defining_no_dag_keeps_no_code(db_engine: Engine) -> None:
     assert import_errors(db_engine) == {}
 
 
+def test_touch_file_records_a_new_mtime_only(db_engine: Engine) -> None:
+    parse(db_engine, ONE, [serialized("a")])
+    with session_scope(db_engine) as session:
+        assert store.touch_file(session, ONE, mtime=1800000000.25) is True
+        assert store.touch_file(session, "/dags/unknown.py", mtime=1.0) is False
+    with session_scope(db_engine, readonly=True) as session:
+        assert store.get_file_states(session) == {ONE: store.FileState(ONE, 1800000000.25, 321, "hash-1", ("a",))}
+
+
 # --- duplicate DAG ids -------------------------------------------------------------------
 
 

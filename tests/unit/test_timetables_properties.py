@@ -92,7 +92,7 @@ def windows(draw: st.DrawFn) -> tuple[str, datetime, datetime]:
     zone = draw(st.one_of(st.sampled_from(LISTED), st.sampled_from(ZONES)))
     year = draw(st.integers(1890, 2040))
     near = transitions(zone, year)
-    if near and draw(st.booleans() | st.just(True)):
+    if near and draw(st.integers(0, 3)) > 0:  # mostly right next to a transition
         centre = draw(st.sampled_from(near))
     else:
         centre = datetime(year, 1, 1, tzinfo=UTC) + timedelta(minutes=draw(st.integers(0, 365 * 24 * 60)))
@@ -122,8 +122,12 @@ def oracle(expression: str, zone: str, start: datetime, end: datetime) -> list[d
     fields = expression.split()
     both = not fields[0].startswith("*") and not fields[1].startswith("*")
     span_hours = int((end - start).total_seconds() // 3600)
-    offsets = {(start + timedelta(hours=h)).astimezone(tz).utcoffset() for h in range(-30, span_hours + 31)}
-    lowest, highest = min(offsets), max(offsets)  # type: ignore[type-var]
+    offsets: set[timedelta] = set()
+    for h in range(-30, span_hours + 31):
+        offset = (start + timedelta(hours=h)).astimezone(tz).utcoffset()
+        assert offset is not None
+        offsets.add(offset)
+    lowest, highest = min(offsets), max(offsets)
     wall = (start.replace(tzinfo=None) + lowest).replace(second=0, microsecond=0)
     last_wall = end.replace(tzinfo=None) + highest
     expected: set[datetime] = set()
@@ -131,8 +135,8 @@ def oracle(expression: str, zone: str, start: datetime, end: datetime) -> list[d
         day_ok = (wall.day in doms or (wall.weekday() + 1) % 7 in dows) if day_or else (
             wall.day in doms and (wall.weekday() + 1) % 7 in dows)
         if wall.minute in minutes and wall.hour in hours and wall.month in months and day_ok:
-            real = sorted({(wall - o).replace(tzinfo=UTC) for o in offsets  # type: ignore[operator]
-                           if _wall((wall - o).replace(tzinfo=UTC), tz) == wall})  # type: ignore[operator]
+            real = sorted({(wall - o).replace(tzinfo=UTC) for o in offsets
+                           if _wall((wall - o).replace(tzinfo=UTC), tz) == wall})
             if real:
                 chosen = real[:1] if both else real
             else:  # a gap: the first instant whose wall clock reads later than `wall`
@@ -190,7 +194,7 @@ def test_catchup_walks_exactly_the_fire_times_and_intervals_chain(expression: st
     zone, start, end = window
     timetable = CronTriggerTimetable(expression, zone)
     expected = list(timetable.fire_times(start, end))
-    seen = []
+    seen: list[datetime] = []
     info = timetable.next_dagrun_info(last_automated_data_interval=None, last_logical_date=None, start_date=start,
                                       end_date=end, catchup=True, now=end + timedelta(days=400))
     while info is not None:
