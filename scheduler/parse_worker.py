@@ -15,7 +15,9 @@ serializes its DAGs and writes the result as JSON to a pipe. The worker
 Wire protocol (both directions): frames of a 4-byte big-endian length and a body.
 
 * parent -> worker: a config frame ``{"default_timezone": ..., "dags_folder": ...}``,
-  then one request frame per file ``{"path": ..., "timeout": seconds}``.
+  then one request frame per file ``{"path": ..., "timeout": seconds}``. The parent
+  may send a few requests ahead; ``{"cancel": path}`` takes back one not started yet
+  (the worker reads what is waiting before it starts each file).
 * worker -> parent: a ready frame ``{"ready": true, "pid": ...}`` once the imports are
   done; then per request a header frame ``{"fileloc", "duration", "error",
   "output_tail", "output_bytes"}`` followed by a payload frame: the child's JSON
@@ -275,6 +277,9 @@ def _child(
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        import faulthandler
+
+        faulthandler.enable()  # a crash in the import prints the Python stack into the captured output
         try:
             from scheduler.serialization import serialize_dag
 
@@ -347,11 +352,18 @@ class _Worker:
         self.libc = libc
 
     def serve(self) -> None:
+        """Handle requests in order until stdin closes; a cancel drops a request not started yet."""
+        from collections import deque
+
+        pending: deque[dict[str, Any]] = deque()
         while True:
-            frame = read_frame(self.proto_in)
-            if frame is None:
+            if not pending and not self._receive(pending, block=True):
                 return
-            request = json.loads(frame)
+            if not self._receive(pending, block=False):
+                return
+            if not pending:
+                continue
+            request = pending.popleft()
             path = Path(request["path"])
             try:
                 header, payload = self.parse_one(path, float(request["timeout"]))
@@ -360,6 +372,24 @@ class _Worker:
                                    "output_tail": "", "output_bytes": 0}, b""
             write_frame(self.proto_out, json.dumps(header).encode())
             write_frame(self.proto_out, payload)
+
+    def _receive(self, pending: Any, *, block: bool) -> bool:
+        """Take in the frames waiting on stdin (at least one if ``block``); False at end of file."""
+        import select
+
+        while block or select.select([self.proto_in], [], [], 0)[0]:
+            block = False
+            frame = read_frame(self.proto_in)
+            if frame is None:
+                return False
+            message = json.loads(frame)
+            if "cancel" in message:
+                for request in list(pending):
+                    if request["path"] == message["cancel"]:
+                        pending.remove(request)
+            else:
+                pending.append(message)
+        return True
 
     def parse_one(self, path: Path, timeout: float) -> tuple[dict[str, Any], bytes]:
         import time

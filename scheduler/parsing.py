@@ -268,6 +268,8 @@ class ParseResult:
 
 #: Files sent ahead to each worker, so it never waits for the parent between two files.
 PIPELINE_DEPTH = 2
+#: A file waiting behind one that has been importing this long is taken back and given to another worker.
+REASSIGN_AFTER_SECONDS = 0.5
 
 
 @dataclass(eq=False)
@@ -372,14 +374,13 @@ class ParserPool:
             selector.register(handle.fd, selectors.EVENT_READ, handle)
         try:
             while True:
-                for handle in list(self._workers):
-                    while len(handle.inflight) < PIPELINE_DEPTH and queue:
-                        self._send(handle, queue.popleft())
+                self._dispatch(queue)
                 busy = [h for h in self._workers if h.inflight]
                 if not busy:
                     return
-                wait = min(h.started + self.timeout + WORKER_GRACE_SECONDS for h in busy) - time.monotonic()
-                events = selector.select(max(wait, 0.0))
+                wake = [h.started + self.timeout + WORKER_GRACE_SECONDS for h in busy]
+                wake += [h.started + REASSIGN_AFTER_SECONDS for h in busy if len(h.inflight) > 1]
+                events = selector.select(max(min(wake) - time.monotonic(), 0.0))
                 finished: list[ParseResult] = []
                 for key, _ in events:
                     handle = key.data
@@ -404,15 +405,34 @@ class ParserPool:
                 if handle.inflight:  # abandoned mid-file: its answers would arrive out of turn
                     self._stop_worker(handle, kill=True)
 
+    def _dispatch(self, queue: deque[Path]) -> None:
+        """Keep each worker's pipeline full; take files back from behind a slow one."""
+        now = time.monotonic()
+        for handle in self._workers:
+            slow = bool(handle.inflight) and now - handle.started > REASSIGN_AFTER_SECONDS
+            if slow and len(handle.inflight) > 1:
+                waiting = list(handle.inflight)[1:]
+                for path in waiting:
+                    self._write(handle, {"cancel": str(path)})
+                    handle.inflight.remove(path)
+                queue.extendleft(reversed(waiting))
+        for handle in self._workers:
+            slow = bool(handle.inflight) and now - handle.started > REASSIGN_AFTER_SECONDS
+            while queue and len(handle.inflight) < (1 if slow else PIPELINE_DEPTH):
+                self._send(handle, queue.popleft())
+
+    def _write(self, handle: _WorkerHandle, message: dict[str, Any]) -> None:
+        assert handle.proc.stdin is not None
+        try:
+            write_frame(handle.proc.stdin.fileno(), json.dumps(message).encode())
+        except OSError:
+            pass  # the worker is gone; its stdout reaches end of file and the loop reports it
+
     def _send(self, handle: _WorkerHandle, path: Path) -> None:
         if not handle.inflight:
             handle.started = time.monotonic()
         handle.inflight.append(path)
-        assert handle.proc.stdin is not None
-        try:
-            write_frame(handle.proc.stdin.fileno(), json.dumps({"path": str(path), "timeout": self.timeout}).encode())
-        except OSError:
-            pass  # the worker is gone; its stdout reaches end of file and the loop reports it
+        self._write(handle, {"path": str(path), "timeout": self.timeout})
 
     def _on_frame(self, handle: _WorkerHandle, frame: bytes) -> ParseResult | None:
         if not handle.ready:
@@ -422,7 +442,10 @@ class ParserPool:
             handle.header = json.loads(frame)
             return None
         header, handle.header = handle.header, None
-        path = handle.inflight.popleft()
+        path = Path(header["fileloc"])
+        if path not in handle.inflight:
+            return None  # taken back from this worker, but it had started it already: another answers
+        handle.inflight.remove(path)
         handle.started = time.monotonic()
         dags: list[dict[str, Any]] = []
         error = header.get("error")
