@@ -154,14 +154,9 @@ def _record_mtimes(engine: Engine, same_content: list[tuple[str, float]]) -> Non
     from scheduler.db import store
     from scheduler.db.engine import session_scope
 
-    # store.touch_file(session, fileloc, *, mtime) records a new mtime without a parse.
-    # Until the store has it, such a file is re-hashed on every sync (correct, slightly slower).
-    touch = getattr(store, "touch_file", None)
-    if touch is None:
-        return
     with session_scope(engine) as session:
         for fileloc, mtime in same_content:
-            touch(session, fileloc, mtime=mtime)
+            store.touch_file(session, fileloc, mtime=mtime)
 
 
 class _Writer:

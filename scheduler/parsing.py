@@ -293,7 +293,13 @@ class ParserPool:
     """Worker processes that parse DAG files; reusable across calls to :meth:`parse`.
 
     Workers start on demand (never more than there are files to parse) and stay until
-    :meth:`close`. Use from one thread at a time. ``with ParserPool(...) as pool:``.
+    :meth:`close`; a long-running caller keeps one pool. Use from one thread at a
+    time: ``with ParserPool(...) as pool: for result in pool.parse(paths): ...``.
+
+    Each worker enforces ``timeout`` per file. A worker that dies is replaced and the
+    file it had in hand is reported as an error; one that stays silent for
+    ``timeout`` + :data:`WORKER_GRACE_SECONDS` is killed the same way. A worker that
+    cannot even start (a broken installation) raises :class:`ParseWorkerError`.
     """
 
     def __init__(self, *, processes: int, timeout: float, default_timezone: str, dags_folder: Path) -> None:
@@ -324,10 +330,8 @@ class ParserPool:
             process_group=0,  # a Ctrl-C in the terminal goes to the caller, which stops the workers
         )
         handle = _WorkerHandle(proc)
-        config = {"default_timezone": self.default_timezone, "dags_folder": str(self.dags_folder)}
-        assert proc.stdin is not None
-        write_frame(proc.stdin.fileno(), json.dumps(config).encode())
         self._workers.append(handle)
+        self._write(handle, {"default_timezone": self.default_timezone, "dags_folder": str(self.dags_folder)})
         return handle
 
     def _stop_worker(self, handle: _WorkerHandle, *, kill: bool) -> str:
@@ -514,7 +518,9 @@ def load_dags_from_file(path: Path, *, default_timezone: str, dags_folder: Path)
     For code that must run the DAG's own objects (``dags test``, ``tasks test``, the
     task runner); the scheduler never calls it. Same module name, ``sys.path`` and
     validation as the isolated parser. Raises :class:`DagFileImportError` with the
-    traceback if the import fails (a ``sys.exit()`` in the file included).
+    traceback if the import fails (a ``sys.exit()`` in the file included). Not
+    thread-safe: the authoring API's default time zone and DAG registry are
+    process-wide while the file imports.
     """
     from scheduler.authoring import dag as dag_module
     from scheduler.parse_worker import format_import_error, import_dag_file

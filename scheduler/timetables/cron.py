@@ -249,8 +249,9 @@ class CronSchedule:
         """The one offset of a whole local day, or None if the day has a transition.
 
         Checks midnight, noon and the next midnight. tzdata (every zone, all of history
-        and the rules beyond) never has two offset changes less than 7 days apart, so
-        one change inside the day shows as a difference here.
+        and the rules beyond) never has two offset changes less than 3 days apart (the
+        closest are Africa/Freetown's, 1939, about 4 days), so one change inside the
+        day shows as a difference here.
         """
         offset = self._plain_offset(midnight)
         if offset is None:
