@@ -100,7 +100,9 @@ class Timetable(abc.ABC):
     def serialize(self) -> dict[str, Any]:
         """A JSON-compatible dict that ``deserialize_timetable`` turns back into an equal timetable."""
 
-    @abc.abstractmethod
+    #: True when a run's logical_date is the start of its data interval (Airflow 2 style)
+    _logical_date_is_interval_start: bool = False
+
     def next_dagrun_info(
         self,
         *,
@@ -119,6 +121,23 @@ class Timetable(abc.ABC):
         ``start_date``. With ``catchup=False`` runs that are already overdue are
         skipped up to the latest one due at ``now``. Nothing after ``end_date``.
         """
+        last = optional_utc(last_logical_date, "last_logical_date")
+        if last is None and last_automated_data_interval is not None:
+            interval = last_automated_data_interval
+            last = interval.start if self._logical_date_is_interval_start else interval.end
+        return self._next_run(
+            last=last,
+            start=optional_utc(start_date, "start_date"),
+            end=optional_utc(end_date, "end_date"),
+            catchup=catchup,
+            now=as_utc(now, "now"),
+        )
+
+    @abc.abstractmethod
+    def _next_run(
+        self, *, last: datetime | None, start: datetime | None, end: datetime | None, catchup: bool, now: datetime
+    ) -> DagRunInfo | None:
+        """``next_dagrun_info`` with its inputs in UTC; ``last`` is the last scheduled run's logical date."""
 
     @abc.abstractmethod
     def infer_manual_data_interval(self, *, run_after: datetime) -> DataInterval:

@@ -28,7 +28,7 @@ from typing import Any
 
 from scheduler.clock import get_timezone, timezone_name
 from scheduler.exceptions import ScheduleError
-from scheduler.timetables.base import DagRunInfo, DataInterval, Timetable, as_utc, optional_utc
+from scheduler.timetables.base import DagRunInfo, DataInterval, Timetable, as_utc
 from scheduler.timetables.describe import describe_cron
 
 #: Presets accepted wherever a cron expression is (case-insensitive). ``@once`` is not a cron
@@ -452,22 +452,9 @@ class CronTriggerTimetable(_CronTimetable):
 
     _type = "cron"
 
-    def next_dagrun_info(
-        self,
-        *,
-        last_automated_data_interval: DataInterval | None,
-        last_logical_date: datetime | None,
-        start_date: datetime | None,
-        end_date: datetime | None,
-        catchup: bool,
-        now: datetime,
+    def _next_run(
+        self, *, last: datetime | None, start: datetime | None, end: datetime | None, catchup: bool, now: datetime
     ) -> DagRunInfo | None:
-        now = as_utc(now, "now")
-        start = optional_utc(start_date, "start_date")
-        end = optional_utc(end_date, "end_date")
-        last = optional_utc(last_logical_date, "last_logical_date")
-        if last is None and last_automated_data_interval is not None:
-            last = last_automated_data_interval.end
         schedule = self._schedule
         fire = _latest_of(
             schedule.next_after(last) if last is not None else None,
@@ -501,23 +488,11 @@ class CronDataIntervalTimetable(_CronTimetable):
     """
 
     _type = "cron_data_interval"
+    _logical_date_is_interval_start = True
 
-    def next_dagrun_info(
-        self,
-        *,
-        last_automated_data_interval: DataInterval | None,
-        last_logical_date: datetime | None,
-        start_date: datetime | None,
-        end_date: datetime | None,
-        catchup: bool,
-        now: datetime,
+    def _next_run(
+        self, *, last: datetime | None, start: datetime | None, end: datetime | None, catchup: bool, now: datetime
     ) -> DagRunInfo | None:
-        now = as_utc(now, "now")
-        start = optional_utc(start_date, "start_date")
-        end = optional_utc(end_date, "end_date")
-        last = optional_utc(last_logical_date, "last_logical_date")
-        if last is None and last_automated_data_interval is not None:
-            last = last_automated_data_interval.start
         schedule = self._schedule
         begin = _latest_of(
             schedule.next_after(last) if last is not None else None,

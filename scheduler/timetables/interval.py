@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.exceptions import ScheduleError
-from scheduler.timetables.base import DagRunInfo, DataInterval, Timetable, as_utc, optional_utc
+from scheduler.timetables.base import DagRunInfo, DataInterval, Timetable, as_utc
 from scheduler.timetables.describe import describe_delta
 
 
@@ -59,22 +59,9 @@ class DeltaTimetable(Timetable):
             return None
         return anchor + ((at_or_before - anchor) // self.delta) * self.delta
 
-    def next_dagrun_info(
-        self,
-        *,
-        last_automated_data_interval: DataInterval | None,
-        last_logical_date: datetime | None,
-        start_date: datetime | None,
-        end_date: datetime | None,
-        catchup: bool,
-        now: datetime,
+    def _next_run(
+        self, *, last: datetime | None, start: datetime | None, end: datetime | None, catchup: bool, now: datetime
     ) -> DagRunInfo | None:
-        now = as_utc(now, "now")
-        start = optional_utc(start_date, "start_date")
-        end = optional_utc(end_date, "end_date")
-        last = optional_utc(last_logical_date, "last_logical_date")
-        if last is None and last_automated_data_interval is not None:
-            last = last_automated_data_interval.end
         anchor = last if last is not None else start
         if anchor is None:
             return None

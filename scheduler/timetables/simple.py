@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from scheduler.timetables.base import DagRunInfo, DataInterval, Timetable, as_utc, optional_utc
+from scheduler.timetables.base import DagRunInfo, DataInterval, Timetable, as_utc
 
 
 class NullTimetable(Timetable):
@@ -22,15 +22,8 @@ class NullTimetable(Timetable):
     def serialize(self) -> dict[str, Any]:
         return {"__type": "null"}
 
-    def next_dagrun_info(
-        self,
-        *,
-        last_automated_data_interval: DataInterval | None,
-        last_logical_date: datetime | None,
-        start_date: datetime | None,
-        end_date: datetime | None,
-        catchup: bool,
-        now: datetime,
+    def _next_run(
+        self, *, last: datetime | None, start: datetime | None, end: datetime | None, catchup: bool, now: datetime
     ) -> DagRunInfo | None:
         return None
 
@@ -52,21 +45,11 @@ class OnceTimetable(Timetable):
     def serialize(self) -> dict[str, Any]:
         return {"__type": "once"}
 
-    def next_dagrun_info(
-        self,
-        *,
-        last_automated_data_interval: DataInterval | None,
-        last_logical_date: datetime | None,
-        start_date: datetime | None,
-        end_date: datetime | None,
-        catchup: bool,
-        now: datetime,
+    def _next_run(
+        self, *, last: datetime | None, start: datetime | None, end: datetime | None, catchup: bool, now: datetime
     ) -> DagRunInfo | None:
-        as_utc(now, "now")
-        if last_automated_data_interval is not None or last_logical_date is not None:
+        if last is not None:
             return None
-        start = optional_utc(start_date, "start_date")
-        end = optional_utc(end_date, "end_date")
         if start is None or (end is not None and start > end):
             return None
         return DagRunInfo.exact(start)
