@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
@@ -31,19 +31,21 @@ def _has_callback(value: Callable[..., Any] | list[Any] | None) -> bool:
     return bool(value)
 
 
-def _jsonable(value: Any) -> Any:
-    """A JSON-friendly rendering of arbitrary values (for display only, e.g. unrendered template fields)."""
-    if value is None or isinstance(value, str | int | float | bool):
+def to_jsonable(value: Any) -> Any:
+    """A JSON-storable copy of a value: containers walked (sets sorted), dates as ISO text,
+    timedeltas as seconds, other objects as ``str()``. Used for template fields and executor_config."""
+    if value is None or isinstance(value, bool | int | float | str):
         return value
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
+        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
+        return [to_jsonable(v) for v in items]
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):
         return value.total_seconds()
-    return repr(value)
+    return str(value)
 
 
 def _task_date(task: BaseOperator, value: datetime | None) -> str | None:
@@ -84,7 +86,7 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         "is_branch": task.is_branch,
         "template_fields": list(task.template_fields),
         "template_fields_renderers": dict(task.template_fields_renderers),
-        "templates": {f: _jsonable(getattr(task, f, None)) for f in task.template_fields},
+        "templates": {f: to_jsonable(getattr(task, f, None)) for f in task.template_fields},
         "ui_color": task.ui_color,
         "ui_fgcolor": task.ui_fgcolor,
         "doc_md": task.doc_md or task.doc,
@@ -92,7 +94,7 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         "has_on_failure_callback": _has_callback(task.on_failure_callback),
         "has_on_success_callback": _has_callback(task.on_success_callback),
         "has_on_retry_callback": _has_callback(task.on_retry_callback),
-        "executor_config": _jsonable(task.executor_config),
+        "executor_config": to_jsonable(task.executor_config),
         "task_group": getattr(task.task_group, "group_id", None) if task.task_group is not None else None,
     }
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.exceptions import TemplateError, UpdraftError
 from scheduler.runtime import RuntimeDagRun, RuntimeTaskInstance
+from scheduler.serialization import to_jsonable
 
 if TYPE_CHECKING:
     import jinja2
@@ -352,17 +353,3 @@ def render_string(task: BaseOperator, text: str, context: Mapping[str, Any], *, 
     """Render one template string (or template file, by ``task.template_ext``) to text."""
     dag = task.dag if task.has_dag else None
     return str(_render_text(_environment(dag, native=False), task, text, context, field))
-
-
-def to_jsonable(value: Any) -> Any:
-    """A copy of a rendered value that JSON can store: containers walked, other objects as str()."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        items = sorted(value, key=repr) if isinstance(value, set | frozenset) else value
-        return [to_jsonable(v) for v in items]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
