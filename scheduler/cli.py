@@ -120,11 +120,8 @@ class Context:
         from scheduler.db import store
 
         def get(key: str) -> str | None:
-            getter = getattr(store, "get_variable", None)
-            if getter is None:
-                return None
             with self.session() as session:
-                return getter(session, key)
+                return store.get_variable(session, key)
 
         return get
 
@@ -277,6 +274,110 @@ def cmd_dags_list_runs(ctx: Context) -> int:
     return 0
 
 
+NEXT_EXECUTION_COLUMNS = ("logical_date", "data_interval_start", "data_interval_end")
+
+
+def _serialized_dag(session: Any, dag_id: str) -> Any:
+    """The active DAG's SerializedDAG; DagNotFound if it is unknown, inactive or was never parsed."""
+    from scheduler.db import store
+    from scheduler.serialization import SerializedDAG
+
+    row = store.get_dag(session, dag_id)
+    data = store.get_serialized_dag(session, dag_id) if row is not None and row.is_active else None
+    if data is None:
+        raise DagNotFound(dag_id)
+    return SerializedDAG.from_dict(data)
+
+
+def cmd_dags_next_execution(ctx: Context) -> int:
+    from scheduler.clock import isoformat, utcnow
+    from scheduler.db import store
+    from scheduler.timetables.base import DataInterval
+
+    count = ctx.args.num_executions
+    if count < 1:
+        raise UsageError(f"-n/--num-executions must be at least 1, got {count}")
+    ctx.sync_dags()
+    with ctx.session() as session:
+        sdag = _serialized_dag(session, ctx.args.dag_id)
+        last = store.latest_slotted_dag_run(session, ctx.args.dag_id)
+        last_interval = None
+        last_logical_date = None
+        if last is not None:
+            last_logical_date = last.logical_date
+            if last.data_interval_start is not None and last.data_interval_end is not None:
+                last_interval = DataInterval(last.data_interval_start, last.data_interval_end)
+    timetable = sdag.timetable
+    records: list[dict[str, Any]] = []
+    if not timetable.can_be_scheduled:
+        print(f"updraft: note: DAG '{sdag.dag_id}' has no schedule (schedule=None); it only runs when triggered",
+              file=sys.stderr)
+    else:
+        # The first answer is the scheduler's (catchup as the DAG says, as of now); each later one
+        # follows the previous answer in order, so the list never skips or goes back in time.
+        catchup = sdag.catchup
+        now = utcnow()
+        while len(records) < count:
+            info = timetable.next_dagrun_info(
+                last_automated_data_interval=last_interval,
+                last_logical_date=last_logical_date,
+                start_date=sdag.start_date,
+                end_date=sdag.end_date,
+                catchup=catchup,
+                now=now,
+            )
+            if info is None or (last_logical_date is not None and info.logical_date <= last_logical_date):
+                break
+            records.append({
+                "logical_date": isoformat(info.logical_date),
+                "data_interval_start": isoformat(info.data_interval.start),
+                "data_interval_end": isoformat(info.data_interval.end),
+            })
+            last_interval, last_logical_date, catchup = info.data_interval, info.logical_date, True
+    print_records(records, NEXT_EXECUTION_COLUMNS, ctx.args.output)
+    return 0
+
+
+def cmd_dags_trigger(ctx: Context) -> int:
+    from scheduler.api_shapes import dag_run_record
+    from scheduler.clock import to_utc, utcnow
+    from scheduler.db import store
+    from scheduler.states import DagRunState, DagRunType
+
+    conf = _parse_conf(ctx.args.conf)
+    now = utcnow()
+    given = _parse_date(ctx.args.logical_date, "--logical-date")
+    logical_date = now if given is None else to_utc(given)
+    run_id = ctx.args.run_id if ctx.args.run_id is not None else f"manual__{logical_date.isoformat()}"
+    if not run_id.strip():
+        raise UsageError("--run-id must not be empty")
+    ctx.sync_dags()
+    with ctx.session() as session:
+        sdag = _serialized_dag(session, ctx.args.dag_id)
+        sdag.params.resolve(conf, dag_id=sdag.dag_id)
+        try:
+            run = store.create_dag_run(
+                session,
+                dag_id=sdag.dag_id,
+                run_id=run_id,
+                run_type=DagRunType.MANUAL,
+                logical_date=logical_date,
+                data_interval=sdag.timetable.infer_manual_data_interval(run_after=logical_date),
+                conf=conf,
+                state=DagRunState.QUEUED,
+                run_after=now,
+                now=now,
+                external_trigger=True,
+            )
+        except store.DagRunAlreadyExists as exc:
+            raise UsageError(str(exc)) from None
+        record = dag_run_record(run)
+    columns = ("dag_id", "run_id", "state", "run_type", "logical_date", "data_interval_start",
+               "data_interval_end", "external_trigger", "conf")
+    print_records([record], columns, ctx.args.output)
+    return 0
+
+
 # --- tasks --------------------------------------------------------------------------------------
 
 
@@ -363,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = dags.add_parser(name, help=f"{name} a DAG")
         p.add_argument("dag_id")
         p.set_defaults(func=lambda ctx, paused=paused: cmd_dags_pause(ctx, paused))
+    p = dags.add_parser("next-execution", help="print the next scheduled runs of a DAG")
+    p.add_argument("dag_id")
+    p.add_argument("-n", "--num-executions", type=int, default=1, help="how many runs to show (default: 1)")
+    _add_output(p)
+    p.set_defaults(func=cmd_dags_next_execution)
+    p = dags.add_parser("trigger", help="create a manual run of a DAG (queued)")
+    p.add_argument("dag_id")
+    p.add_argument("--run-id", "-r", help="the run's id (default: manual__<logical date>)")
+    p.add_argument("--conf", "-c", help="JSON object passed as the run's conf")
+    p.add_argument("--logical-date", "-e", help="ISO 8601 date or datetime (default: now)")
+    _add_output(p)
+    p.set_defaults(func=cmd_dags_trigger)
     p = dags.add_parser("show", help="print the DAG's graph in DOT (Graphviz)")
     p.add_argument("dag_id")
     p.set_defaults(func=cmd_dags_show)

@@ -10,15 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from scheduler.db.models import Dag, DagCode, DagFile, DagRun, ParseImportError, SerializedDag
-from scheduler.exceptions import DagNotFound
+from scheduler.db.models import (
+    SLOTTED_RUN_TYPES,
+    Dag,
+    DagCode,
+    DagFile,
+    DagRun,
+    ParseImportError,
+    SerializedDag,
+    Variable,
+)
+from scheduler.exceptions import DagNotFound, UpdraftError
 from scheduler.serialization import dag_hash
-from scheduler.states import DagRunState
+from scheduler.states import DagRunState, DagRunType
+
+if TYPE_CHECKING:
+    from scheduler.timetables.base import DataInterval
 
 #: Rows per IN (...) list, well under SQLite's bound-parameter limit.
 _CHUNK = 500
@@ -312,6 +325,91 @@ def list_dag_runs(session: Session, dag_id: str, *, state: str | None = None) ->
     if state is not None:
         query = query.where(DagRun.state == DagRunState(state))
     return list(session.scalars(query.order_by(DagRun.run_after.desc(), DagRun.id.desc())))
+
+
+class DagRunAlreadyExists(UpdraftError):
+    """A run with this run_id (or, for a scheduled/backfill run, this logical date) already exists."""
+
+    def __init__(self, dag_id: str, run_id: str, *, logical_date: datetime | None = None) -> None:
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self.logical_date = logical_date
+        if logical_date is None:
+            message = f"DAGRun with DAG ID: '{dag_id}' and DAGRun ID: '{run_id}' already exists"
+        else:
+            message = (
+                f"DAGRun with DAG ID: '{dag_id}' and logical date: '{logical_date.isoformat()}' already exists"
+            )
+        super().__init__(message)
+
+
+def latest_slotted_dag_run(session: Session, dag_id: str) -> DagRun | None:
+    """The DAG's scheduled or backfill run with the latest logical_date, or None."""
+    query = (
+        select(DagRun)
+        .where(DagRun.dag_id == dag_id, DagRun.run_type.in_(SLOTTED_RUN_TYPES), DagRun.logical_date.is_not(None))
+        .order_by(DagRun.logical_date.desc(), DagRun.id.desc())
+        .limit(1)
+    )
+    return session.scalar(query)
+
+
+def create_dag_run(
+    session: Session,
+    *,
+    dag_id: str,
+    run_id: str,
+    run_type: DagRunType | str,
+    logical_date: datetime | None,
+    data_interval: DataInterval | None,
+    conf: dict[str, Any] | None,
+    state: DagRunState | str,
+    run_after: datetime,
+    now: datetime,
+    external_trigger: bool,
+) -> DagRun:
+    """Insert one DagRun (queued_at = ``now``) and return it, flushed.
+
+    The insert runs in a SAVEPOINT: a duplicate (dag_id, run_id), or a second
+    scheduled/backfill run at the same logical_date, raises DagRunAlreadyExists and
+    leaves the caller's transaction usable. A manual run never claims a slot.
+    """
+    run = DagRun(
+        dag_id=dag_id,
+        run_id=run_id,
+        run_type=DagRunType(run_type),
+        state=DagRunState(state),
+        logical_date=logical_date,
+        data_interval_start=None if data_interval is None else data_interval.start,
+        data_interval_end=None if data_interval is None else data_interval.end,
+        queued_at=now,
+        run_after=run_after,
+        conf=dict(conf or {}),
+        external_trigger=external_trigger,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        if session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)) is not None:
+            raise DagRunAlreadyExists(dag_id, run_id) from None
+        if logical_date is not None and run.run_type.value in SLOTTED_RUN_TYPES:
+            slot = select(DagRun.id).where(
+                DagRun.dag_id == dag_id,
+                DagRun.logical_date == logical_date,
+                DagRun.run_type.in_(SLOTTED_RUN_TYPES),
+            )
+            if session.scalar(slot) is not None:
+                raise DagRunAlreadyExists(dag_id, run_id, logical_date=logical_date) from None
+        raise
+    return run
+
+
+def get_variable(session: Session, key: str) -> str | None:
+    """A Variable's value, or None when no Variable has that key."""
+    return session.scalar(select(Variable.val).where(Variable.key == key))
 
 
 def _chunked(items: Sequence[str]) -> Iterator[Sequence[str]]:

@@ -216,3 +216,23 @@ def test_console_script_is_installed(home: Path) -> None:
     assert script.exists(), "the `updraft` console script is not installed beside this Python"
     result = subprocess.run([str(script), "version"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_templates_read_variables_from_the_database(home: Path) -> None:
+    import sqlite3
+
+    assert run_cli(home, "db", "migrate").returncode == 0
+    with sqlite3.connect(home / "updraft.db") as conn:
+        conn.execute("INSERT INTO variable (key, val, is_encrypted) VALUES ('greeting', 'hello from a variable', 0)")
+    (home / "dags" / "uses_var.py").write_text(
+        "from scheduler import DAG, BashOperator\n"
+        "with DAG('uses_var', schedule=None) as d:\n"
+        "    BashOperator(task_id='say', bash_command='echo {{ var.value.greeting }}')\n"
+        "    BashOperator(task_id='missing', bash_command='echo {{ var.value.nope }}')\n"
+    )
+    ok = run_cli(home, "tasks", "test", "uses_var", "say")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "hello from a variable" in ok.stdout
+    missing = run_cli(home, "tasks", "test", "uses_var", "missing")
+    assert missing.returncode == 1
+    assert "nope" in missing.stdout + missing.stderr
