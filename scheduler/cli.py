@@ -227,15 +227,9 @@ def cmd_dags_pause(ctx: Context, paused: bool = True) -> int:
 
 
 def cmd_dags_show(ctx: Context) -> int:
-    from scheduler.db import store
-    from scheduler.serialization import SerializedDAG
-
     ctx.sync_dags()
     with ctx.session() as session:
-        data = store.get_serialized_dag(session, ctx.args.dag_id)
-    if data is None:
-        raise DagNotFound(ctx.args.dag_id)
-    sdag = SerializedDAG.from_dict(data)
+        sdag = _serialized_dag(session, ctx.args.dag_id)
     lines = [f'digraph "{sdag.dag_id}" {{', "  rankdir=LR;", "  node [shape=box, style=\"rounded,filled\"];"]
     for tid in sdag.task_order:
         task = sdag.tasks[tid]
@@ -382,15 +376,9 @@ def cmd_dags_trigger(ctx: Context) -> int:
 
 
 def cmd_tasks_list(ctx: Context) -> int:
-    from scheduler.db import store
-    from scheduler.serialization import SerializedDAG
-
     ctx.sync_dags()
     with ctx.session() as session:
-        data = store.get_serialized_dag(session, ctx.args.dag_id)
-    if data is None:
-        raise DagNotFound(ctx.args.dag_id)
-    sdag = SerializedDAG.from_dict(data)
+        sdag = _serialized_dag(session, ctx.args.dag_id)
     if ctx.args.output == "table" and not ctx.args.verbose_table:
         for tid in sorted(sdag.tasks):
             print(tid)
