@@ -406,6 +406,25 @@ def cmd_tasks_test(ctx: Context) -> int:
     return 0 if str(outcome.state) in ("success", "skipped") else 1
 
 
+# --- scheduler ----------------------------------------------------------------------------------
+
+
+def cmd_scheduler(ctx: Context) -> int:
+    """Run the scheduler loop until SIGTERM or SIGINT; logs to stderr at INFO (DEBUG with -v)."""
+    from scheduler.loop import Scheduler
+
+    if not ctx.args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+        # The per-sync summary would repeat every second; the loop logs what a sync changed.
+        logging.getLogger("scheduler.dag_processing").setLevel(logging.WARNING)
+    ctx.ensure_database()
+    if not ctx.settings.dags_folder.is_dir():
+        logger.warning("the DAG folder %s does not exist (yet)", ctx.settings.dags_folder)
+    with Scheduler(ctx.engine, ctx.settings) as scheduler:
+        scheduler.run()
+    return 0
+
+
 def cmd_version(ctx: Context | None) -> int:
     print(__version__)
     return 0
@@ -426,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("version", help="print the version")
     p.set_defaults(func=cmd_version, needs_context=False)
+
+    p = sub.add_parser("scheduler", help="run the scheduler (until SIGTERM or Ctrl-C)")
+    p.set_defaults(func=cmd_scheduler)
 
     db = sub.add_parser("db", help="the metadata database").add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     db.required = True

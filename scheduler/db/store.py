@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,7 +31,7 @@ from scheduler.serialization import dag_hash
 from scheduler.states import DagRunState, DagRunType
 
 if TYPE_CHECKING:
-    from scheduler.timetables.base import DataInterval
+    from scheduler.timetables.base import DagRunInfo, DataInterval
 
 #: Rows per IN (...) list, well under SQLite's bound-parameter limit.
 _CHUNK = 500
@@ -405,6 +405,78 @@ def create_dag_run(
                 raise DagRunAlreadyExists(dag_id, run_id, logical_date=logical_date) from None
         raise
     return run
+
+
+# --- what the scheduler loop asks ------------------------------------------------------------
+
+#: The run states that count against max_active_runs.
+ACTIVE_RUN_STATES = (DagRunState.QUEUED.value, DagRunState.RUNNING.value)
+
+
+def schedulable_dags(session: Session) -> list[tuple[Dag, dict[str, Any]]]:
+    """Every active, unpaused DAG with its serialized form (those never parsed successfully are left out), by dag_id."""
+    query = (
+        select(Dag, SerializedDag.data)
+        .join(SerializedDag, SerializedDag.dag_id == Dag.dag_id)
+        .where(Dag.is_active.is_(True), Dag.is_paused.is_(False))
+        .order_by(Dag.dag_id)
+    )
+    return [(row[0], row[1]) for row in session.execute(query)]
+
+
+def count_dag_runs(session: Session, dag_id: str, states: Sequence[str]) -> int:
+    """How many of the DAG's runs are in one of ``states``."""
+    query = select(func.count()).select_from(DagRun).where(DagRun.dag_id == dag_id, DagRun.state.in_(states))
+    return int(session.scalar(query) or 0)
+
+
+def set_next_dagrun(session: Session, dag_id: str, info: DagRunInfo | None) -> None:
+    """Record the DAG's next scheduled run (all None when there is none); DagNotFound if the DAG is gone."""
+    values: dict[str, Any] = {
+        "next_dagrun": None if info is None else info.logical_date,
+        "next_dagrun_data_interval_start": None if info is None else info.data_interval.start,
+        "next_dagrun_data_interval_end": None if info is None else info.data_interval.end,
+        "next_dagrun_create_after": None if info is None else info.run_after,
+    }
+    result = session.execute(update(Dag).where(Dag.dag_id == dag_id).values(**values))
+    if not isinstance(result, CursorResult) or result.rowcount != 1:
+        raise DagNotFound(dag_id)
+
+
+def dags_with_queued_runs(session: Session) -> list[tuple[str, int | None]]:
+    """(dag_id, max_active_runs) of every active, unpaused DAG that has queued runs, by dag_id."""
+    has_queued = select(DagRun.id).where(DagRun.dag_id == Dag.dag_id, DagRun.state == DagRunState.QUEUED).exists()
+    query = (
+        select(Dag.dag_id, Dag.max_active_runs)
+        .where(Dag.is_active.is_(True), Dag.is_paused.is_(False), has_queued)
+        .order_by(Dag.dag_id)
+    )
+    return [(row.dag_id, row.max_active_runs) for row in session.execute(query)]
+
+
+def oldest_queued_dag_runs(session: Session, dag_id: str, *, limit: int) -> list[DagRun]:
+    """Up to ``limit`` of the DAG's queued runs, oldest logical_date first (then queued_at, then id)."""
+    query = (
+        select(DagRun)
+        .where(DagRun.dag_id == dag_id, DagRun.state == DagRunState.QUEUED)
+        .order_by(DagRun.logical_date, DagRun.queued_at, DagRun.id)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
+def start_dag_run(session: Session, run_pk: int, *, now: datetime) -> bool:
+    """queued -> running for the run with primary key ``run_pk`` (compare-and-set), start_date = ``now``.
+
+    Returns False when the run was not queued any more (another scheduler started it,
+    or a user changed it); the caller decides whether that matters.
+    """
+    result = session.execute(
+        update(DagRun)
+        .where(DagRun.id == run_pk, DagRun.state == DagRunState.QUEUED)
+        .values(state=DagRunState.RUNNING, start_date=now, updated_at=now)
+    )
+    return isinstance(result, CursorResult) and result.rowcount == 1
 
 
 def get_variable(session: Session, key: str) -> str | None:

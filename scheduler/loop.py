@@ -1,0 +1,282 @@
+"""The scheduler process: one iteration is :meth:`Scheduler.run_once`, ``run()`` loops around it.
+
+One iteration, with ``now`` passed in (so tests drive it step by step):
+
+1. :meth:`Scheduler.sync_dags`: parse the new and changed DAG files (the parse workers
+   are kept between iterations).
+2. :meth:`Scheduler.create_due_runs`: for each active, unpaused DAG with a schedule,
+   create the scheduled runs that are due, in order, while the DAG has fewer active
+   (queued or running) runs than its max_active_runs; record the next one on the DAG.
+3. :meth:`Scheduler.start_queued_runs`: queued -> running, oldest first, within
+   max_active_runs.
+
+Every run is an INSERT guarded by the unique (dag_id, logical_date) slot, every start a
+compare-and-set UPDATE, so a second scheduler (or this one after a crash) never
+duplicates anything. Each DAG's work is its own short transaction; a DAG whose
+serialized form or schedule cannot be evaluated is logged and skipped, the others go on.
+
+(Executing the runs' tasks and finishing runs come later: runs stay running.)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from scheduler.clock import utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
+
+    from scheduler.config import Settings
+    from scheduler.parsing import ParserPool
+    from scheduler.serialization import SerializedDAG
+    from scheduler.timetables.base import DagRunInfo
+
+logger = logging.getLogger(__name__)
+
+#: Scheduled runs created per DAG per iteration; the rest follow in the next iterations.
+MAX_RUNS_PER_DAG_PER_ITERATION = 100
+#: The longest sleep between iterations: new DAG files are noticed within about this long.
+MAX_SLEEP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class _DagOutcome:
+    """What creating runs for one DAG left behind: when it is next due (None: not by time), and if more is due now."""
+
+    next_due: datetime | None
+    more_now: bool
+
+
+class Scheduler:
+    """Creates the scheduled runs of the DAGs in the database and starts queued runs.
+
+    ``with Scheduler(engine, settings) as s: s.run()``; or call :meth:`run_once` with a
+    fixed ``now`` in tests, then :meth:`close`.
+    """
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._pool: ParserPool | None = None
+        self._stop = threading.Event()
+        self._stop_reason = ""
+
+    def __enter__(self) -> Scheduler:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- one iteration --------------------------------------------------------------------------
+
+    def run_once(self, now: datetime) -> float:
+        """One iteration at ``now``; returns the seconds until something is next due by time (0: due now)."""
+        self.sync_dags(now)
+        next_due = self.create_due_runs(now)
+        self.start_queued_runs(now)
+        if next_due is None:
+            return float("inf")
+        return max(0.0, (next_due - now).total_seconds())
+
+    def sync_dags(self, now: datetime) -> None:
+        """Parse what changed in the DAG folder, with worker processes kept across iterations."""
+        from scheduler.dag_processing import sync_dag_folder
+
+        report = sync_dag_folder(self.engine, self.settings, now=now, pool=self._parser_pool())
+        if report.parsed or report.removed:
+            logger.info(
+                "DAG folder synced: %d files parsed (%d with errors), %d removed",
+                report.parsed, report.errors, report.removed,
+            )
+
+    def create_due_runs(self, now: datetime) -> datetime | None:
+        """Create the due scheduled runs of every schedulable DAG; return the earliest time more become due."""
+        from scheduler.db import store
+        from scheduler.db.engine import session_scope
+
+        with session_scope(self.engine, readonly=True) as session:
+            dag_ids = [dag.dag_id for dag, _ in store.schedulable_dags(session)]
+        next_due: datetime | None = None
+        for dag_id in dag_ids:
+            try:
+                outcome = self._create_runs_for_dag(dag_id, now)
+            except Exception:
+                logger.exception("DAG %s: cannot create its scheduled runs; skipped in this iteration", dag_id)
+                continue
+            due = now if outcome.more_now else outcome.next_due
+            if due is not None and (next_due is None or due < next_due):
+                next_due = due
+        return next_due
+
+    def start_queued_runs(self, now: datetime) -> None:
+        """queued -> running, oldest first, while each DAG has fewer running runs than its max_active_runs."""
+        from scheduler.db import store
+        from scheduler.db.engine import session_scope
+        from scheduler.states import DagRunState
+
+        with session_scope(self.engine, readonly=True) as session:
+            candidates = store.dags_with_queued_runs(session)
+        for dag_id, dag_max in candidates:
+            limit = self._max_active_runs(dag_max)
+            with session_scope(self.engine) as session:
+                running = store.count_dag_runs(session, dag_id, [DagRunState.RUNNING.value])
+                if running >= limit:
+                    continue
+                for run in store.oldest_queued_dag_runs(session, dag_id, limit=limit - running):
+                    if store.start_dag_run(session, run.id, now=now):
+                        logger.info("DAG %s: run %s started", dag_id, run.run_id)
+                    else:
+                        logger.info("DAG %s: run %s was no longer queued; not started here", dag_id, run.run_id)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Iterate until SIGTERM or SIGINT (or :meth:`stop`); sleeps until something is due, at most ~1 s."""
+        previous = self._install_signal_handlers()
+        logger.info("scheduler started, dags folder %s", self.settings.dags_folder)
+        try:
+            while not self._stop.is_set():
+                delay = self.run_once(utcnow())
+                self._stop.wait(min(delay, MAX_SLEEP_SECONDS))
+        except BaseException:
+            logger.exception("scheduler stopping on an error")
+            raise
+        finally:
+            self._restore_signal_handlers(previous)
+            self.close()
+        logger.info("scheduler stopped (%s)", self._stop_reason or "stop requested")
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask :meth:`run` to return after the current iteration (safe from a signal handler or another thread)."""
+        self._stop_reason = reason
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop the parse workers (idempotent)."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _parser_pool(self) -> ParserPool:
+        if self._pool is None:
+            from scheduler.parsing import ParserPool
+
+            self._pool = ParserPool(
+                processes=self.settings.parsing_processes,
+                timeout=self.settings.dagbag_import_timeout,
+                default_timezone=str(self.settings.get("core", "default_timezone")),
+                dags_folder=self.settings.dags_folder,
+            )
+        return self._pool
+
+    def _max_active_runs(self, dag_max: int | None) -> int:
+        return int(dag_max if dag_max is not None else self.settings.get("core", "max_active_runs_per_dag"))
+
+    def _create_runs_for_dag(self, dag_id: str, now: datetime) -> _DagOutcome:
+        """Create the DAG's due runs in one transaction and record its next run."""
+        from scheduler.db import store
+        from scheduler.db.engine import session_scope
+        from scheduler.serialization import SerializedDAG
+
+        with session_scope(self.engine) as session:
+            dag = store.get_dag(session, dag_id)
+            data = store.get_serialized_dag(session, dag_id)
+            if dag is None or data is None or dag.is_paused or not dag.is_active:
+                return _DagOutcome(None, False)  # changed since the listing
+            sdag = SerializedDAG.from_dict(data)
+            timetable = sdag.timetable
+            if not timetable.can_be_scheduled:
+                return _DagOutcome(None, False)
+            limit = self._max_active_runs(dag.max_active_runs)
+            active = store.count_dag_runs(session, dag_id, store.ACTIVE_RUN_STATES)
+            last = store.latest_slotted_dag_run(session, dag_id)
+            last_logical_date = None if last is None else last.logical_date
+            info = self._next_info(sdag, last_logical_date, now)
+            created = 0
+            while info is not None and info.run_after <= now and active < limit:
+                if created >= MAX_RUNS_PER_DAG_PER_ITERATION:
+                    store.set_next_dagrun(session, dag_id, info)
+                    return _DagOutcome(info.run_after, True)
+                if self._create_run(session, dag_id, info, now):
+                    created += 1
+                    active += 1
+                last_logical_date = info.logical_date
+                following = self._next_info(sdag, last_logical_date, now)
+                if following is not None and following.logical_date <= last_logical_date:
+                    logger.error(
+                        "DAG %s: its timetable went back from %s to %s; no more runs created",
+                        dag_id, last_logical_date.isoformat(), following.logical_date.isoformat(),
+                    )
+                    following = None
+                info = following
+            store.set_next_dagrun(session, dag_id, info)
+        if created:
+            logger.info("DAG %s: %d scheduled runs created", dag_id, created)
+        if info is None:
+            return _DagOutcome(None, False)
+        # Blocked by max_active_runs: due when a run finishes, which no clock tells.
+        return _DagOutcome(info.run_after if info.run_after > now else None, False)
+
+    @staticmethod
+    def _next_info(sdag: SerializedDAG, last_logical_date: datetime | None, now: datetime) -> DagRunInfo | None:
+        return sdag.timetable.next_dagrun_info(
+            last_automated_data_interval=None,
+            last_logical_date=last_logical_date,
+            start_date=sdag.start_date,
+            end_date=sdag.end_date,
+            catchup=sdag.catchup,
+            now=now,
+        )
+
+    @staticmethod
+    def _create_run(session: Session, dag_id: str, info: DagRunInfo, now: datetime) -> bool:
+        """Insert one scheduled run (queued); False when its slot is already taken (not an error)."""
+        from scheduler.db import store
+        from scheduler.states import DagRunState, DagRunType
+
+        run_id = f"{DagRunType.SCHEDULED.value}__{info.logical_date.isoformat()}"
+        try:
+            store.create_dag_run(
+                session,
+                dag_id=dag_id,
+                run_id=run_id,
+                run_type=DagRunType.SCHEDULED,
+                logical_date=info.logical_date,
+                data_interval=info.data_interval,
+                conf={},
+                state=DagRunState.QUEUED,
+                run_after=info.run_after,
+                now=now,
+                external_trigger=False,
+            )
+        except store.DagRunAlreadyExists as exc:
+            logger.info("DAG %s: %s (made by another scheduler or an earlier life); going on after it", dag_id, exc)
+            return False
+        return True
+
+    def _install_signal_handlers(self) -> dict[int, object]:
+        previous: dict[int, object] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self.stop(f"received {signal.Signals(signum).name}")
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handle)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, object]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
