@@ -372,6 +372,49 @@ def cmd_dags_trigger(ctx: Context) -> int:
     return 0
 
 
+BACKFILL_COLUMNS = ("logical_date", "run_id", "outcome")
+
+
+def cmd_dags_backfill(ctx: Context) -> int:
+    """Queue a run for every logical date of the DAG's schedule in [--start-date, --end-date]; the scheduler starts them."""
+    from scheduler.backfill import Action, BackfillError, create_backfill
+    from scheduler.clock import to_utc, utcnow
+    from scheduler.db import store
+
+    args = ctx.args
+    conf = _parse_conf(args.conf)
+    start = _parse_date(args.start_date, "--start-date")
+    end = _parse_date(args.end_date, "--end-date")
+    assert start is not None and end is not None  # both are required options
+    start, end = to_utc(start), to_utc(end)
+    if start > end:
+        raise UsageError(f"--start-date {start.isoformat()} is after --end-date {end.isoformat()}")
+    ctx.sync_dags()
+    now = utcnow()
+    with ctx.session() as session:
+        sdag = _serialized_dag(session, args.dag_id)
+        sdag.params.resolve(conf, dag_id=sdag.dag_id)
+        dag_row = store.get_dag(session, sdag.dag_id)
+        paused = bool(dag_row is not None and dag_row.is_paused)
+        try:
+            plan = create_backfill(session, sdag, start, end, reprocess=args.reprocess_behavior, conf=conf, now=now,
+                                   dry_run=args.dry_run)
+        except BackfillError as exc:
+            raise UsageError(str(exc)) from None
+        except store.DagRunAlreadyExists as exc:
+            raise UsageError(f"{exc}; nothing was backfilled") from None
+    if not plan:
+        print(f"updraft: note: DAG '{sdag.dag_id}' has no logical dates between {start.isoformat()} and "
+              f"{end.isoformat()}; nothing to backfill", file=sys.stderr)
+    print_records([p.record(dry_run=args.dry_run) for p in plan], BACKFILL_COLUMNS, args.output)
+    if args.dry_run:
+        print("updraft: note: dry run; nothing was written", file=sys.stderr)
+    elif paused and any(p.action is not Action.SKIP for p in plan):
+        print(f"updraft: note: DAG '{sdag.dag_id}' is paused; its queued runs start once it is unpaused "
+              f"(updraft dags unpause {sdag.dag_id})", file=sys.stderr)
+    return 0
+
+
 # --- tasks --------------------------------------------------------------------------------------
 
 
@@ -486,6 +529,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logical-date", "-e", help="ISO 8601 date or datetime (default: now)")
     _add_output(p)
     p.set_defaults(func=cmd_dags_trigger)
+    p = dags.add_parser("backfill", help="queue runs for the past logical dates of a DAG (the scheduler starts them)")
+    p.add_argument("dag_id")
+    p.add_argument("--start-date", "-s", required=True,
+                   help="first logical date, inclusive: ISO 8601 date or datetime (naive = UTC, a date alone = midnight)")
+    p.add_argument("--end-date", "-e", required=True, help="last logical date, inclusive (same format)")
+    p.add_argument("--reprocess-behavior", choices=("none", "failed", "completed"), default="none",
+                   help="when a date already has a finished scheduled/backfill run: leave it (none, the default), "
+                        "run it again if it failed (failed), or if it failed or succeeded (completed)")
+    p.add_argument("--conf", "-c", help="JSON object passed as each new run's conf")
+    p.add_argument("--dry-run", action="store_true", help="print what would be done; write nothing")
+    _add_output(p)
+    p.set_defaults(func=cmd_dags_backfill)
     p = dags.add_parser("show", help="print the DAG's graph in DOT (Graphviz)")
     p.add_argument("dag_id")
     p.set_defaults(func=cmd_dags_show)

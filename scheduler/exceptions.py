@@ -6,6 +6,8 @@ The Airflow-named exceptions (AirflowSkipException, ...) are aliases task code m
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class UpdraftError(Exception):
     """Base of every error raised by updraft on purpose."""
@@ -69,6 +71,14 @@ class DatabaseError(UpdraftError):
 
 class TaskSkipped(UpdraftError):
     """Raise in a task to end it as skipped (Airflow: AirflowSkipException)."""
+
+
+class TaskRescheduled(UpdraftError):
+    """Raised by a sensor in mode='reschedule': free the slot, poke again at ``reschedule_date`` (Airflow: AirflowRescheduleException)."""
+
+    def __init__(self, reschedule_date: datetime) -> None:
+        super().__init__(f"rescheduled to {reschedule_date.isoformat()}")
+        self.reschedule_date = reschedule_date
 
 
 class TaskFailedNoRetry(UpdraftError):

@@ -15,10 +15,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from scheduler.clock import utcnow
-from scheduler.exceptions import TaskFailedNoRetry, TaskSkipped, UpdraftError, XComError
+from scheduler.exceptions import TaskFailedNoRetry, TaskRescheduled, TaskSkipped, UpdraftError, XComError
 from scheduler.runtime import RETURN_KEY, RuntimeTaskInstance, XComStore
 from scheduler.states import TaskInstanceState
 from scheduler.templating import render_template_fields
@@ -48,6 +49,8 @@ class TryOutcome:
     rendered_fields: dict[str, Any] = field(default_factory=dict)
     duration: float = 0.0
     up_for_retry: bool = False
+    #: Set when a sensor in reschedule mode asked to poke again later (state up_for_reschedule).
+    reschedule_date: datetime | None = None
 
 
 def execute_try(
@@ -87,6 +90,10 @@ def execute_try(
             result = task.execute(context)
         _push_result(task, ti, result)
         task.post_execute(context, result)
+    except TaskRescheduled as exc:
+        outcome.state = TaskInstanceState.UP_FOR_RESCHEDULE
+        outcome.reschedule_date = exc.reschedule_date
+        log.info("Rescheduling task '%s' to %s", ti.task_id, exc.reschedule_date.isoformat())
     except TaskSkipped as exc:
         outcome.state = TaskInstanceState.SKIPPED
         log.info("Skipping task '%s': %s", ti.task_id, str(exc) or type(exc).__name__)
@@ -121,6 +128,9 @@ def _finish(
         ti.state = TaskInstanceState.SUCCESS
         log.info("Marking task as SUCCESS. dag_id=%s, task_id=%s, run_id=%s", ti.dag_id, ti.task_id, ti.run_id)
         run_callbacks(task.on_success_callback, context, log, "on_success_callback")
+        return
+    if outcome.state is TaskInstanceState.UP_FOR_RESCHEDULE:
+        ti.state = TaskInstanceState.UP_FOR_RESCHEDULE
         return
     if outcome.state is TaskInstanceState.SKIPPED:
         ti.state = TaskInstanceState.SKIPPED

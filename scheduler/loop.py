@@ -3,12 +3,20 @@
 One iteration, with ``now`` passed in (so tests drive it step by step):
 
 1. :meth:`Scheduler.sync_dags`: parse the new and changed DAG files (the parse workers
-   are kept between iterations).
+   are kept between iterations). Under ``run()`` this happens only when the folder
+   watcher saw a change, or every ``[dag_processor] refresh_interval`` as a safety net.
 2. :meth:`Scheduler.create_due_runs`: for each active, unpaused DAG with a schedule,
    create the scheduled runs that are due, in order, while the DAG has fewer active
    (queued or running) runs than its max_active_runs; record the next one on the DAG.
+   A DAG is looked at again only when it may have something to do: its serialized
+   form changed, its count of active runs changed, or its next run came due.
 3. :meth:`Scheduler.start_queued_runs`: queued -> running, oldest first, within
    max_active_runs.
+
+Between iterations ``run()`` sleeps until the earliest next run is due, or until a
+watcher (:mod:`scheduler.watch`) reports a changed DAG file or a commit by another
+process (a trigger, an unpause, a backfill), whichever comes first. An idle scheduler
+therefore costs a few wake-ups a second that each read one SQLite counter.
 
 Every run is an INSERT guarded by the unique (dag_id, logical_date) slot, every start a
 compare-and-set UPDATE, so a second scheduler (or this one after a crash) never
@@ -23,8 +31,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -35,16 +44,26 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from scheduler.config import Settings
+    from scheduler.db.store import DagHead
     from scheduler.parsing import ParserPool
     from scheduler.serialization import SerializedDAG
     from scheduler.timetables.base import DagRunInfo
+    from scheduler.watch import DatabaseWatcher, FolderWatcher
 
 logger = logging.getLogger(__name__)
 
 #: Scheduled runs created per DAG per iteration; the rest follow in the next iterations.
 MAX_RUNS_PER_DAG_PER_ITERATION = 100
-#: The longest sleep between iterations: new DAG files are noticed within about this long.
-MAX_SLEEP_SECONDS = 1.0
+#: The longest sleep between iterations when the DAG folder cannot be watched (it is scanned instead).
+POLL_SLEEP_SECONDS = 1.0
+#: The longest sleep between iterations otherwise (a safety net for anything no watcher reports).
+MAX_SLEEP_SECONDS = 30.0
+#: How often the sleeping loop asks the database watcher whether another process committed.
+DB_POLL_SECONDS = {"sqlite": 0.1, "postgresql": 0.25}
+#: When a DAG's runs could not be created for a database error, it is looked at again this much later.
+RETRY_LATER = timedelta(seconds=1)
+#: After a failed iteration the loop waits 1, 2, 4 ... seconds, at most this long, and tries again.
+MAX_ERROR_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,17 @@ class _DagOutcome:
 
     next_due: datetime | None
     more_now: bool
+    created: int = 0
+
+
+@dataclass(frozen=True)
+class _DagMemo:
+    """Why a DAG needs no look until a change: the serialized form and active-run count it was judged with."""
+
+    dag_hash: str
+    active_runs: int
+    #: When it is next due by time; None: only a change can make it due.
+    next_due: datetime | None
 
 
 class Scheduler:
@@ -68,6 +98,15 @@ class Scheduler:
         self._pool: ParserPool | None = None
         self._stop = threading.Event()
         self._stop_reason = ""
+        from scheduler.watch import Wakeup
+
+        self._wakeup = Wakeup()
+        self._memos: dict[str, _DagMemo] = {}
+        self._folder_watcher: FolderWatcher | None = None
+        self._db_watcher: DatabaseWatcher | None = None
+        #: Set by the folder watcher's thread; cleared when a scan starts.
+        self._folder_dirty = True
+        self._next_rescan = 0.0
 
     def __enter__(self) -> Scheduler:
         return self
@@ -79,7 +118,10 @@ class Scheduler:
 
     def run_once(self, now: datetime) -> float:
         """One iteration at ``now``; returns the seconds until something is next due by time (0: due now)."""
-        self.sync_dags(now)
+        if self._scan_needed():
+            self._folder_dirty = False
+            self._next_rescan = time.monotonic() + float(self.settings.get("dag_processor", "refresh_interval"))
+            self.sync_dags(now)
         next_due = self.create_due_runs(now)
         self.start_queued_runs(now)
         if next_due is None:
@@ -100,21 +142,62 @@ class Scheduler:
     def create_due_runs(self, now: datetime) -> datetime | None:
         """Create the due scheduled runs of every schedulable DAG; return the earliest time more become due."""
         from scheduler.db import store
-        from scheduler.db.engine import session_scope
+        from scheduler.db.engine import retry_transient, session_scope
 
-        with session_scope(self.engine, readonly=True) as session:
-            dag_ids = [dag.dag_id for dag, _ in store.schedulable_dags(session)]
+        def listing() -> tuple[list[DagHead], dict[str, int]]:
+            with session_scope(self.engine, readonly=True) as session:
+                return store.schedulable_dag_heads(session), store.active_run_counts(session)
+
+        heads, active = retry_transient(listing, what="listing schedulable DAGs")
+        memos: dict[str, _DagMemo] = {}
         next_due: datetime | None = None
-        for dag_id in dag_ids:
-            try:
-                outcome = self._create_runs_for_dag(dag_id, now)
-            except Exception:
-                logger.exception("DAG %s: cannot create its scheduled runs; skipped in this iteration", dag_id)
-                continue
-            due = now if outcome.more_now else outcome.next_due
-            if due is not None and (next_due is None or due < next_due):
-                next_due = due
+        for head in heads:
+            memo = self._memos.get(head.dag_id)
+            active_runs = active.get(head.dag_id, 0)
+            if (
+                memo is not None
+                and memo.dag_hash == head.dag_hash
+                and memo.active_runs == active_runs
+                and (memo.next_due is None or memo.next_due > now)
+            ):
+                memos[head.dag_id] = memo  # nothing changed and nothing is due: not even a query
+            else:
+                memo = self._look_at_dag(head, active_runs, now)
+                memos[head.dag_id] = memo
+            if memo.next_due is not None and (next_due is None or memo.next_due < next_due):
+                next_due = memo.next_due
+        self._memos = memos
         return next_due
+
+    def _look_at_dag(self, head: DagHead, active_runs: int, now: datetime) -> _DagMemo:
+        """Create the DAG's due runs; return the memo that lets later iterations skip it until something changes."""
+        from sqlalchemy.exc import DBAPIError
+
+        from scheduler.db import store
+        from scheduler.db.engine import retry_transient, session_scope
+
+        dag_id = head.dag_id
+        try:
+            outcome = retry_transient(
+                lambda: self._create_runs_for_dag(dag_id, now), what=f"DAG {dag_id}: creating scheduled runs"
+            )
+        except DBAPIError:
+            logger.exception("DAG %s: database error while creating its runs; trying again shortly", dag_id)
+            return _DagMemo(head.dag_hash, active_runs, now + RETRY_LATER)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            logger.exception("DAG %s: its schedule cannot be evaluated; skipped until its file changes", dag_id)
+            if head.schedule_error != error:
+                try:
+                    with session_scope(self.engine) as session:
+                        store.set_schedule_error(session, dag_id, error)
+                except DBAPIError:
+                    logger.exception("DAG %s: cannot record its schedule error", dag_id)
+                    return _DagMemo(head.dag_hash, active_runs, now + RETRY_LATER)
+            return _DagMemo(head.dag_hash, active_runs, None)
+        if outcome.more_now:
+            return _DagMemo(head.dag_hash, active_runs + outcome.created, now)
+        return _DagMemo(head.dag_hash, active_runs + outcome.created, outcome.next_due)
 
     def start_queued_runs(self, now: datetime) -> None:
         """queued -> running, oldest first, while each DAG has fewer running runs than its max_active_runs."""
@@ -139,28 +222,77 @@ class Scheduler:
     # --- the loop -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Iterate until SIGTERM or SIGINT (or :meth:`stop`); sleeps until something is due, at most ~1 s."""
+        """Iterate until SIGTERM or SIGINT (or :meth:`stop`), sleeping until something is due (module docstring).
+
+        An iteration that fails (the database is away, a bug) is logged and retried
+        after a back-off; it never ends the process.
+        """
+        from scheduler.watch import DatabaseWatcher, FolderWatcher
+
         previous = self._install_signal_handlers()
         logger.info("scheduler started, dags folder %s", self.settings.dags_folder)
+        self._folder_watcher = FolderWatcher(self.settings.dags_folder, self._on_folder_change)
+        if not self._folder_watcher.start():
+            self._folder_watcher = None
+        self._db_watcher = DatabaseWatcher(self.engine)
+        failures = 0
         try:
             while not self._stop.is_set():
-                delay = self.run_once(utcnow())
-                self._stop.wait(min(delay, MAX_SLEEP_SECONDS))
-        except BaseException:
-            logger.exception("scheduler stopping on an error")
-            raise
+                try:
+                    delay = self.run_once(utcnow())
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    delay = min(2.0 ** (failures - 1), MAX_ERROR_BACKOFF_SECONDS)
+                    logger.exception(
+                        "scheduler iteration failed (%d in a row); trying again in %.0f s", failures, delay
+                    )
+                    self._wakeup.wait(delay)
+                    continue
+                self._sleep(delay)
         finally:
             self._restore_signal_handlers(previous)
             self.close()
         logger.info("scheduler stopped (%s)", self._stop_reason or "stop requested")
 
+    def _sleep(self, delay: float) -> None:
+        """Wait up to ``delay`` seconds (capped), returning early on a folder change, a foreign commit or a stop."""
+        assert self._db_watcher is not None
+        cap = MAX_SLEEP_SECONDS if self._folder_watcher is not None else POLL_SLEEP_SECONDS
+        deadline = time.monotonic() + min(delay, cap, max(0.0, self._next_rescan - time.monotonic()))
+        poll = DB_POLL_SECONDS.get(self.engine.dialect.name, 0.25)
+        self._db_watcher.mark()
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._wakeup.wait(min(remaining, poll)):
+                return
+            if self._db_watcher.changed():
+                return
+
+    def _on_folder_change(self) -> None:
+        self._folder_dirty = True
+        self._wakeup.set("folder")
+
+    def _scan_needed(self) -> bool:
+        watching = self._folder_watcher is not None and self._folder_watcher.alive()
+        return not watching or self._folder_dirty or time.monotonic() >= self._next_rescan
+
     def stop(self, reason: str = "stop requested") -> None:
         """Ask :meth:`run` to return after the current iteration (safe from a signal handler or another thread)."""
         self._stop_reason = reason
         self._stop.set()
+        self._wakeup.set("stop")
 
     def close(self) -> None:
-        """Stop the parse workers (idempotent)."""
+        """Stop the watchers and the parse workers (idempotent)."""
+        if self._folder_watcher is not None:
+            watcher, self._folder_watcher = self._folder_watcher, None
+            watcher.stop()
+        if self._db_watcher is not None:
+            db_watcher, self._db_watcher = self._db_watcher, None
+            db_watcher.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.close()
@@ -206,7 +338,7 @@ class Scheduler:
             while info is not None and info.run_after <= now and active < limit:
                 if created >= MAX_RUNS_PER_DAG_PER_ITERATION:
                     store.set_next_dagrun(session, dag_id, info)
-                    return _DagOutcome(info.run_after, True)
+                    return _DagOutcome(info.run_after, True, created)
                 if self._create_run(session, dag_id, info, now):
                     created += 1
                     active += 1
@@ -219,13 +351,17 @@ class Scheduler:
                     )
                     following = None
                 info = following
-            store.set_next_dagrun(session, dag_id, info)
+            # Written only when different: an idle scheduler writes nothing (and so wakes nobody).
+            if any(getattr(dag, column) != value for column, value in store.next_dagrun_values(info).items()):
+                store.set_next_dagrun(session, dag_id, info)
+            if dag.schedule_error is not None:
+                store.set_schedule_error(session, dag_id, None)
         if created:
             logger.info("DAG %s: %d scheduled runs created", dag_id, created)
         if info is None:
-            return _DagOutcome(None, False)
-        # Blocked by max_active_runs: due when a run finishes, which no clock tells.
-        return _DagOutcome(info.run_after if info.run_after > now else None, False)
+            return _DagOutcome(None, False, created)
+        # Blocked by max_active_runs: due when a run finishes (the active count changes), which no clock tells.
+        return _DagOutcome(info.run_after if info.run_after > now else None, False, created)
 
     @staticmethod
     def _next_info(sdag: SerializedDAG, last_logical_date: datetime | None, now: datetime) -> DagRunInfo | None:

@@ -36,6 +36,15 @@ Every SQLite connection also gets ``journal_mode=WAL`` (readers and the writer
 do not block each other), ``synchronous=NORMAL`` (safe with WAL, no fsync per
 commit), ``foreign_keys=ON`` and ``busy_timeout=30000``.
 
+Transient errors
+----------------
+:func:`retry_transient` re-runs a whole unit of work (a function that opens its own
+:func:`session_scope`) when the database reports something that may succeed on a
+second attempt: SQLite "database is locked", a PostgreSQL serialization failure or
+deadlock, a dropped or refused connection. Each retry is logged; anything else, or
+the last attempt's error, is raised. A unit of work must be safe to run again, which
+holds because a failed one was rolled back as a whole.
+
 Who commits
 -----------
 Store functions take a session and never commit. :func:`session_scope` is the
@@ -47,20 +56,23 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from scheduler.exceptions import DatabaseError
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Execution option read by the ``begin`` listeners: the transaction only reads.
 READONLY_OPTION = "updraft_readonly"
@@ -203,3 +215,57 @@ def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session
         raise
     finally:
         session.close()
+
+
+#: PostgreSQL error classes worth a second attempt: serialization failure, deadlock,
+#: connection exceptions, and the server shutting down or restarting (SQLSTATE codes).
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "08000", "08001", "08003", "08004", "08006", "57P01", "57P02", "57P03"})
+_TRANSIENT_SQLITE_MESSAGES = ("database is locked", "database table is locked", "database is busy")
+#: Attempts per unit of work, and the first back-off (doubled each time, at most RETRY_MAX_DELAY_S).
+RETRY_ATTEMPTS = 5
+RETRY_FIRST_DELAY_S = 0.05
+RETRY_MAX_DELAY_S = 2.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` is a database error that the same unit of work may not hit again."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return str(sqlstate) in _TRANSIENT_SQLSTATES
+    if isinstance(exc, OperationalError):
+        message = str(orig).lower()
+        return any(text in message for text in _TRANSIENT_SQLITE_MESSAGES)
+    return False
+
+
+def retry_transient(
+    unit: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = RETRY_ATTEMPTS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``unit()``; on a transient database error (see :func:`is_transient`) run it again, up to ``attempts`` times.
+
+    ``what`` names the unit in the log ("DAG x: creating runs"). Non-transient errors
+    and the last attempt's error propagate unchanged.
+    """
+    delay = RETRY_FIRST_DELAY_S
+    for attempt in range(1, attempts + 1):
+        try:
+            return unit()
+        except DBAPIError as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            logger.warning(
+                "%s: transient database error (%s); attempt %d of %d, retrying in %.2f s",
+                what, str(exc.orig).strip().splitlines()[0] if exc.orig is not None else exc, attempt, attempts, delay,
+            )
+            sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY_S)
+    raise AssertionError("unreachable")  # pragma: no cover

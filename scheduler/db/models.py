@@ -172,6 +172,8 @@ class Dag(Base):
     next_dagrun_data_interval_start: Mapped[datetime | None]
     next_dagrun_data_interval_end: Mapped[datetime | None]
     next_dagrun_create_after: Mapped[datetime | None] = mapped_column(index=True)
+    #: Why the scheduler could not evaluate the schedule (the DAG is skipped until its file changes); None when fine.
+    schedule_error: Mapped[str | None] = mapped_column(Text)
 
     @property
     def owner_list(self) -> list[str]:
@@ -345,6 +347,19 @@ class TaskInstanceHistory(Base):
         ForeignKeyConstraint(["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"),
         CheckConstraint(_in_list("state", [s.value for s in TaskInstanceState]), name="state"),
     )
+
+
+class TaskReschedule(Base):
+    """One poke of a sensor in reschedule mode that asked to be run again later (its timeout counts from the first)."""
+
+    __tablename__ = "task_reschedule"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ti_id: Mapped[int] = mapped_column(ForeignKey("task_instance.id", ondelete="CASCADE"), index=True)
+    try_number: Mapped[int]
+    start_date: Mapped[datetime]
+    end_date: Mapped[datetime]
+    reschedule_date: Mapped[datetime]
 
 
 class XCom(Base):

@@ -413,15 +413,40 @@ def create_dag_run(
 ACTIVE_RUN_STATES = (DagRunState.QUEUED.value, DagRunState.RUNNING.value)
 
 
-def schedulable_dags(session: Session) -> list[tuple[Dag, dict[str, Any]]]:
-    """Every active, unpaused DAG with its serialized form (those never parsed successfully are left out), by dag_id."""
+@dataclass(frozen=True)
+class DagHead:
+    """What the scheduler checks each iteration to decide whether a DAG needs looking at."""
+
+    dag_id: str
+    dag_hash: str
+    max_active_runs: int | None
+    schedule_error: str | None
+
+
+def schedulable_dag_heads(session: Session) -> list[DagHead]:
+    """Every active, unpaused DAG that has a serialized form (those never parsed successfully are left out), by dag_id."""
     query = (
-        select(Dag, SerializedDag.data)
+        select(Dag.dag_id, SerializedDag.dag_hash, Dag.max_active_runs, Dag.schedule_error)
         .join(SerializedDag, SerializedDag.dag_id == Dag.dag_id)
         .where(Dag.is_active.is_(True), Dag.is_paused.is_(False))
         .order_by(Dag.dag_id)
     )
-    return [(row[0], row[1]) for row in session.execute(query)]
+    return [DagHead(*row) for row in session.execute(query)]
+
+
+def active_run_counts(session: Session) -> dict[str, int]:
+    """dag_id -> how many of its runs are queued or running (DAGs without any are absent)."""
+    query = (
+        select(DagRun.dag_id, func.count())
+        .where(DagRun.state.in_(ACTIVE_RUN_STATES))
+        .group_by(DagRun.dag_id)
+    )
+    return {dag_id: int(count) for dag_id, count in session.execute(query)}
+
+
+def set_schedule_error(session: Session, dag_id: str, error: str | None) -> None:
+    """Record (or clear, with None) why the DAG's schedule cannot be evaluated."""
+    session.execute(update(Dag).where(Dag.dag_id == dag_id).values(schedule_error=error))
 
 
 def count_dag_runs(session: Session, dag_id: str, states: Sequence[str]) -> int:
@@ -430,14 +455,19 @@ def count_dag_runs(session: Session, dag_id: str, states: Sequence[str]) -> int:
     return int(session.scalar(query) or 0)
 
 
-def set_next_dagrun(session: Session, dag_id: str, info: DagRunInfo | None) -> None:
-    """Record the DAG's next scheduled run (all None when there is none); DagNotFound if the DAG is gone."""
-    values: dict[str, Any] = {
+def next_dagrun_values(info: DagRunInfo | None) -> dict[str, Any]:
+    """The dag table's next-run columns for ``info`` (all None when there is no next run)."""
+    return {
         "next_dagrun": None if info is None else info.logical_date,
         "next_dagrun_data_interval_start": None if info is None else info.data_interval.start,
         "next_dagrun_data_interval_end": None if info is None else info.data_interval.end,
         "next_dagrun_create_after": None if info is None else info.run_after,
     }
+
+
+def set_next_dagrun(session: Session, dag_id: str, info: DagRunInfo | None) -> None:
+    """Record the DAG's next scheduled run (all None when there is none); DagNotFound if the DAG is gone."""
+    values = next_dagrun_values(info)
     result = session.execute(update(Dag).where(Dag.dag_id == dag_id).values(**values))
     if not isinstance(result, CursorResult) or result.rowcount != 1:
         raise DagNotFound(dag_id)
@@ -492,3 +522,49 @@ def _chunked(items: Sequence[str]) -> Iterator[Sequence[str]]:
 def _in_chunks(items: Sequence[str], query: Callable[[Sequence[str]], Iterable[Any]]) -> Iterator[Any]:
     for chunk in _chunked(items):
         yield from query(chunk)
+
+
+# --- backfill ---------------------------------------------------------------------------------
+
+
+def slotted_dag_runs_between(session: Session, dag_id: str, start: datetime, end: datetime) -> list[DagRun]:
+    """The DAG's scheduled and backfill runs (the slot holders) with start <= logical_date <= end, oldest first."""
+    query = (
+        select(DagRun)
+        .where(
+            DagRun.dag_id == dag_id,
+            DagRun.run_type.in_(SLOTTED_RUN_TYPES),
+            DagRun.logical_date >= start,
+            DagRun.logical_date <= end,
+        )
+        .order_by(DagRun.logical_date, DagRun.id)
+    )
+    return list(session.scalars(query))
+
+
+def requeue_dag_run(session: Session, run_pk: int, *, expected_state: DagRunState | str, now: datetime) -> bool:
+    """``expected_state`` -> queued for the run with primary key ``run_pk`` (compare-and-set), to run again.
+
+    start_date and end_date are cleared, queued_at = ``now``, and every task instance of
+    the run goes back to state 'none' (one UPDATE; nothing is deleted). Returns False,
+    changing nothing, when the run is gone or not in ``expected_state`` any more.
+    """
+    from scheduler.db.models import TaskInstance
+    from scheduler.states import TaskInstanceState
+
+    key = session.execute(select(DagRun.dag_id, DagRun.run_id).where(DagRun.id == run_pk)).one_or_none()
+    if key is None:
+        return False
+    result = session.execute(
+        update(DagRun)
+        .where(DagRun.id == run_pk, DagRun.state == DagRunState(expected_state))
+        .values(state=DagRunState.QUEUED, start_date=None, end_date=None, queued_at=now, updated_at=now)
+    )
+    if not isinstance(result, CursorResult) or result.rowcount != 1:
+        return False
+    session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.dag_id == key.dag_id, TaskInstance.run_id == key.run_id)
+        .values(state=TaskInstanceState.NONE, updated_at=now)
+    )
+    return True
