@@ -99,6 +99,7 @@ SPEC: dict[tuple[str, str], tuple[Callable[[Any], Any], Any]] = {
     ("core", "max_active_tasks_per_dag"): (_parse_int(1), 16),
     ("core", "killed_task_cleanup_time"): (_parse_float(0.1), 60.0),
     ("dag_processor", "refresh_interval"): (_parse_int(1), 300),
+    ("scheduler", "scheduler_heartbeat_sec"): (_parse_float(0.1), 5.0),
     ("scheduler", "task_instance_heartbeat_sec"): (_parse_float(0.1), 5.0),
     ("scheduler", "task_instance_heartbeat_timeout"): (_parse_float(1.0), 300.0),
     ("scheduler", "graceful_shutdown_timeout"): (_parse_float(0.0), 30.0),
@@ -148,6 +149,16 @@ class Settings:
     @property
     def log_folder(self) -> Path:
         return Path(self.get("logging", "base_log_folder"))
+
+    def to_environ(self) -> dict[str, str]:
+        """These settings as UPDRAFT_HOME and UPDRAFT__SECTION__KEY variables, for a child process to load back."""
+        env = {"UPDRAFT_HOME": str(self.home)}
+        for (section, key), value in self.values.items():
+            if value is None:
+                continue
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            env[f"UPDRAFT__{section.upper()}__{key.upper()}"] = text
+        return env
 
     def with_values(self, **overrides: Any) -> Settings:
         """A copy with ``section__key=value`` overrides applied (values already typed)."""

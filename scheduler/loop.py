@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
     from scheduler.config import Settings
     from scheduler.db.store import DagHead
+    from scheduler.executors.base import BaseExecutor
+    from scheduler.task_scheduling import TaskScheduler
     from scheduler.parsing import ParserPool
     from scheduler.serialization import SerializedDAG
     from scheduler.timetables.base import DagRunInfo
@@ -56,8 +58,8 @@ logger = logging.getLogger(__name__)
 MAX_RUNS_PER_DAG_PER_ITERATION = 100
 #: The longest sleep between iterations when the DAG folder cannot be watched (it is scanned instead).
 POLL_SLEEP_SECONDS = 1.0
-#: The longest sleep between iterations otherwise (a safety net for anything no watcher reports).
-MAX_SLEEP_SECONDS = 30.0
+# Otherwise the longest sleep is [scheduler] scheduler_heartbeat_sec (5 s): the scheduler_job row's
+# heartbeat, and a safety net for anything no watcher reports.
 #: How often the sleeping loop asks the database watcher whether another process committed.
 DB_POLL_SECONDS = {"sqlite": 0.1, "postgresql": 0.25}
 #: When a DAG's runs could not be created for a database error, it is looked at again this much later.
@@ -92,9 +94,15 @@ class Scheduler:
     fixed ``now`` in tests, then :meth:`close`.
     """
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, *, executor: BaseExecutor | None = None) -> None:
         self.engine = engine
         self.settings = settings
+        #: Runs task tries; None: this scheduler only creates and starts runs (``run()`` makes one from settings).
+        self.executor = executor
+        self._tasks: TaskScheduler | None = None
+        self.job_id: int | None = None
+        self._next_heartbeat = 0.0
+        self._heartbeat_seconds = float(settings.get("scheduler", "scheduler_heartbeat_sec"))
         self._pool: ParserPool | None = None
         self._stop = threading.Event()
         self._stop_reason = ""
@@ -124,6 +132,10 @@ class Scheduler:
             self.sync_dags(now)
         next_due = self.create_due_runs(now)
         self.start_queued_runs(now)
+        if self.executor is not None:
+            task_due = self._task_scheduler().run_once(now)
+            if task_due is not None and (next_due is None or task_due < next_due):
+                next_due = task_due
         if next_due is None:
             return float("inf")
         return max(0.0, (next_due - now).total_seconds())
@@ -235,11 +247,22 @@ class Scheduler:
         if not self._folder_watcher.start():
             self._folder_watcher = None
         self._db_watcher = DatabaseWatcher(self.engine)
+        if self.executor is None:
+            from scheduler.executors import make_executor
+
+            self.executor = make_executor(self.settings)
+        self._start_job()
+        self.executor.start(lambda: self._wakeup.set("executor"))
         failures = 0
         try:
             while not self._stop.is_set():
+                # The baseline is taken before the iteration reads anything: a commit by someone else
+                # during the iteration then wakes the next sleep at once (our own writes cost one extra,
+                # idle, iteration).
+                self._db_watcher.mark()
                 try:
                     delay = self.run_once(utcnow())
+                    self._heartbeat()
                     failures = 0
                 except Exception:
                     failures += 1
@@ -252,16 +275,21 @@ class Scheduler:
                 self._sleep(delay)
         finally:
             self._restore_signal_handlers(previous)
+            timeout = float(self.settings.get("scheduler", "graceful_shutdown_timeout"))
+            running = len(self.executor.running)
+            if running:
+                logger.info("waiting up to %.0f s for %d running task tries to finish", timeout, running)
+            self.executor.end(timeout=timeout)
+            self._end_job()
             self.close()
         logger.info("scheduler stopped (%s)", self._stop_reason or "stop requested")
 
     def _sleep(self, delay: float) -> None:
         """Wait up to ``delay`` seconds (capped), returning early on a folder change, a foreign commit or a stop."""
         assert self._db_watcher is not None
-        cap = MAX_SLEEP_SECONDS if self._folder_watcher is not None else POLL_SLEEP_SECONDS
+        cap = self._heartbeat_seconds if self._folder_watcher is not None else POLL_SLEEP_SECONDS
         deadline = time.monotonic() + min(delay, cap, max(0.0, self._next_rescan - time.monotonic()))
         poll = DB_POLL_SECONDS.get(self.engine.dialect.name, 0.25)
-        self._db_watcher.mark()
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -298,6 +326,59 @@ class Scheduler:
             pool.close()
 
     # --- helpers --------------------------------------------------------------------------------
+
+    def _task_scheduler(self) -> TaskScheduler:
+        if self._tasks is None:
+            from scheduler.task_scheduling import TaskScheduler
+
+            assert self.executor is not None
+            self._tasks = TaskScheduler(self.engine, self.settings, self.executor, job_id=self.job_id)
+        return self._tasks
+
+    def _start_job(self) -> None:
+        """Record this scheduler in scheduler_job (the id tags what it queues)."""
+        import os
+        import socket
+
+        from scheduler.db.engine import session_scope
+        from scheduler.db.models import Job
+
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            job = Job(
+                job_type="SchedulerJob", hostname=socket.getfqdn(), pid=os.getpid(), state="running",
+                start_date=now, latest_heartbeat=now,
+            )
+            session.add(job)
+            session.flush()
+            self.job_id = job.id
+        self._next_heartbeat = time.monotonic() + self._heartbeat_seconds
+
+    def _heartbeat(self) -> None:
+        if self.job_id is None or time.monotonic() < self._next_heartbeat:
+            return
+        from sqlalchemy import update
+
+        from scheduler.db.engine import session_scope
+        from scheduler.db.models import Job
+
+        self._next_heartbeat = time.monotonic() + self._heartbeat_seconds
+        with session_scope(self.engine) as session:
+            session.execute(update(Job).where(Job.id == self.job_id).values(latest_heartbeat=utcnow()))
+
+    def _end_job(self) -> None:
+        if self.job_id is None:
+            return
+        from sqlalchemy import update
+
+        from scheduler.db.engine import session_scope
+        from scheduler.db.models import Job
+
+        try:
+            with session_scope(self.engine) as session:
+                session.execute(update(Job).where(Job.id == self.job_id).values(state="success", end_date=utcnow()))
+        except Exception:  # noqa: BLE001 - shutting down; the row only informs
+            logger.exception("cannot record the scheduler's end")
 
     def _parser_pool(self) -> ParserPool:
         if self._pool is None:

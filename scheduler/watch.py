@@ -20,6 +20,7 @@ sooner, and each has a watcher here:
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 import threading
@@ -50,7 +51,7 @@ class Wakeup:
             self._reasons.add(reason)
         self._event.set()
 
-    def wait(self, timeout: float) -> set[str]:
+    def wait(self, timeout: float) -> builtins.set[str]:
         """Block until set or ``timeout`` seconds passed; return (and forget) the reasons given since the last wait."""
         self._event.wait(max(0.0, timeout))
         with self._lock:

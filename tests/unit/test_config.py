@@ -227,6 +227,7 @@ BAD_VALUES = [
     ("core", "killed_task_cleanup_time", "0", "expected a number >= 0.1"),
     ("dag_processor", "refresh_interval", "0", "expected an integer >= 1"),
     ("scheduler", "task_instance_heartbeat_sec", "often", "expected a number >= 0.1"),
+    ("scheduler", "scheduler_heartbeat_sec", "0", "expected a number >= 0.1"),
     ("scheduler", "task_instance_heartbeat_timeout", "0.5", "expected a number >= 1.0"),
     ("scheduler", "graceful_shutdown_timeout", "-1", "expected a number >= 0.0"),
     ("core", "parallelism", "1.5", "expected an integer >= 1"),

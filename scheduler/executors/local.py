@@ -1,0 +1,187 @@
+"""LocalExecutor: task tries in processes forked by a warm fork server on this machine.
+
+The scheduler never forks task code from itself (it holds database connections, a
+folder-watcher thread and locks a child must not inherit). Instead it starts
+:mod:`scheduler.executors.fork_server` once, writes one line per workload to its stdin
+and reads events from its stdout in a background thread, which calls ``on_event`` so
+the loop wakes the moment a try ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from scheduler.executors.base import BaseExecutor, ExecutorEvent
+from scheduler.workloads import Workload, to_json
+
+if TYPE_CHECKING:
+    from scheduler.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class LocalExecutor(BaseExecutor):
+    """See the module docstring. ``parallelism`` = ``core.parallelism`` task tries at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.parallelism = int(settings.get("core", "parallelism"))
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._on_event: Callable[[], None] = lambda: None
+        self._lock = threading.Lock()
+        self._events: deque[ExecutorEvent] = deque()
+        self._running: dict[tuple[Any, ...], Workload] = {}
+        self._pids: dict[tuple[Any, ...], int] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, on_event: Callable[[], None]) -> None:
+        self._on_event = on_event
+        self._spawn()
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        env = {k: v for k, v in env.items() if not k.startswith("UPDRAFT__")}
+        env.update(self.settings.to_environ())
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.executors.fork_server"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+            bufsize=0,
+        )
+        assert self._proc.stdout is not None
+        self._reader = threading.Thread(
+            target=self._read_events, args=(self._proc, self._proc.stdout), name="executor-events", daemon=True
+        )
+        self._reader.start()
+        logger.info("LocalExecutor: fork server started (pid %d), parallelism %d", self._proc.pid, self.parallelism)
+
+    def end(self, *, timeout: float) -> None:
+        """Fork nothing more; let running tries finish for up to ``timeout`` s, then terminate them."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                if timeout <= 0:
+                    self._write(proc, {"op": "terminate"})
+                proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=max(timeout, 0.0) + 0.5)
+        except subprocess.TimeoutExpired:
+            logger.warning("LocalExecutor: tries still running after %.0f s; terminating them", timeout)
+            try:
+                os.killpg(proc.pid, 15)
+            except OSError:
+                pass
+            grace = float(self.settings.get("core", "killed_task_cleanup_time"))
+            try:
+                proc.wait(timeout=grace + 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._proc = None
+
+    # --- work --------------------------------------------------------------------------------------
+
+    def queue(self, workload: Workload) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            logger.error("LocalExecutor: the fork server is gone; starting a new one")
+            self._spawn()
+            proc = self._proc
+            assert proc is not None
+        with self._lock:
+            self._running[workload.key] = workload
+        self._write(proc, {"op": "run", "workload": json.loads(to_json(workload))})
+
+    @property
+    def running(self) -> dict[tuple[Any, ...], Workload]:
+        with self._lock:
+            return dict(self._running)
+
+    def pid_of(self, key: tuple[Any, ...]) -> int | None:
+        with self._lock:
+            return self._pids.get(key)
+
+    def drain_events(self) -> list[ExecutorEvent]:
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+        return events
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    def _write(self, proc: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write((json.dumps(message) + "\n").encode())
+        except (BrokenPipeError, ValueError) as exc:
+            logger.error("LocalExecutor: cannot reach the fork server (%s)", exc)
+
+    def _read_events(self, proc: subprocess.Popen[bytes], stream: IO[bytes]) -> None:
+        for raw in stream:
+            try:
+                message = json.loads(raw)
+                key = tuple(message["key"]) if message.get("key") is not None else None
+            except (ValueError, KeyError, TypeError):
+                logger.error("LocalExecutor: unreadable line from the fork server: %r", raw[:200])
+                continue
+            event = message.get("event")
+            if event == "ready":
+                logger.info("LocalExecutor: fork server ready (pid %s)", message.get("pid"))
+                continue
+            with self._lock:
+                if event == "started" and key is not None:
+                    self._pids[key] = int(message["pid"])
+                    continue
+                if event == "exited" and key is not None:
+                    self._running.pop(key, None)
+                    self._pids.pop(key, None)
+                    self._events.append(
+                        ExecutorEvent(key=key, kind=str(message.get("kind")), returncode=int(message["returncode"]),
+                                      pid=message.get("pid"))
+                    )
+                elif event == "rejected":
+                    logger.error("LocalExecutor: the fork server rejected a workload: %s", message.get("error"))
+                    continue
+            self._on_event()
+        # The server ended: whatever it still ran is reported lost (the loop checks the database).
+        code = proc.wait()
+        with self._lock:
+            lost = list(self._running)
+            self._running.clear()
+            self._pids.clear()
+            for key in lost:
+                self._events.append(ExecutorEvent(key=key, kind="lost", returncode=code))
+        if lost:
+            logger.error("LocalExecutor: the fork server exited (code %s) with %d workloads running", code, len(lost))
+            self._on_event()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` s passed (for shutdown paths)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
