@@ -1,6 +1,6 @@
 """updraft: an Airflow-style DAG scheduler.
 
-The authoring API is re-exported here (DAG, dag, task, operators, TriggerRule, chain, Param)
+The authoring API is re-exported here (DAG, dag, task, operators, sensors, TriggerRule, chain, Param)
 and loaded on first use, so ``import scheduler`` stays cheap for the CLI.
 """
 
@@ -22,6 +22,14 @@ _EXPORTS = {
     "PythonOperator": "scheduler.authoring.operators",
     "BranchPythonOperator": "scheduler.authoring.operators",
     "ShortCircuitOperator": "scheduler.authoring.operators",
+    "BaseSensorOperator": "scheduler.authoring.sensors",
+    "PokeReturnValue": "scheduler.authoring.sensors",
+    "PythonSensor": "scheduler.authoring.sensors",
+    "FileSensor": "scheduler.authoring.sensors",
+    "DateTimeSensor": "scheduler.authoring.sensors",
+    "TimeDeltaSensor": "scheduler.authoring.sensors",
+    "SensorTimeout": "scheduler.authoring.sensors",
+    "AirflowSensorTimeout": "scheduler.authoring.sensors",
     "task": "scheduler.authoring.taskflow",
     "XComArg": "scheduler.authoring.taskflow",
     "Param": "scheduler.authoring.params",
@@ -45,6 +53,16 @@ if TYPE_CHECKING:  # pragma: no cover
         ShortCircuitOperator,
     )
     from scheduler.authoring.params import Param
+    from scheduler.authoring.sensors import (
+        AirflowSensorTimeout,
+        BaseSensorOperator,
+        DateTimeSensor,
+        FileSensor,
+        PokeReturnValue,
+        PythonSensor,
+        SensorTimeout,
+        TimeDeltaSensor,
+    )
     from scheduler.authoring.taskflow import XComArg, task
     from scheduler.exceptions import (
         AirflowFailException,

@@ -449,6 +449,227 @@ def cmd_tasks_test(ctx: Context) -> int:
     return 0 if str(outcome.state) in ("success", "skipped") else 1
 
 
+def cmd_tasks_run(ctx: Context) -> int:
+    """Run one queued try of a task instance through the task runner, in this process (as an executor does)."""
+    from sqlalchemy import select
+
+    from scheduler.db import store
+    from scheduler.db.models import TaskInstance
+    from scheduler.task_runner import run_workload
+    from scheduler.workloads import TaskWorkload
+
+    a = ctx.args
+    ctx.ensure_database()
+    with ctx.session() as session:
+        dag_row = store.get_dag(session, a.dag_id)
+        if dag_row is None:
+            raise DagNotFound(a.dag_id)
+        ti_id = session.execute(
+            select(TaskInstance.id).where(TaskInstance.dag_id == a.dag_id, TaskInstance.run_id == a.run_id,
+                                          TaskInstance.task_id == a.task_id, TaskInstance.map_index == a.map_index)
+        ).scalar_one_or_none()
+        fileloc = dag_row.fileloc
+    if ti_id is None:
+        index = "" if a.map_index < 0 else f" map index {a.map_index}"
+        raise UsageError(f"no task instance of task '{a.task_id}'{index} in run '{a.run_id}' of DAG '{a.dag_id}'")
+    workload = TaskWorkload(ti_id=ti_id, dag_id=a.dag_id, run_id=a.run_id, task_id=a.task_id,
+                            map_index=a.map_index, try_number=a.try_number, fileloc=fileloc)
+    return run_workload(workload, ctx.settings)
+
+
+# --- clearing and marking: tasks clear | states-for-dag-run | mark, dags mark-run ----------------
+
+TI_STATE_COLUMNS = ("dag_id", "run_id", "logical_date", "task_id", "map_index", "state", "try_number",
+                    "start_date", "end_date")
+CLEAR_COLUMNS = ("run_id", "logical_date", "task_id", "map_index", "state", "try_number")
+
+
+def _ti_record(ti: Any, logical_date: datetime | None) -> dict[str, Any]:
+    """A task instance with the REST API's field names (its ``state`` is ``none`` before one is decided)."""
+    from scheduler.clock import isoformat
+
+    return {
+        "dag_id": ti.dag_id,
+        "dag_run_id": ti.run_id,
+        "run_id": ti.run_id,
+        "logical_date": isoformat(logical_date),
+        "execution_date": isoformat(logical_date),
+        "task_id": ti.task_id,
+        "map_index": ti.map_index,
+        "state": str(ti.state),
+        "try_number": ti.try_number,
+        "max_tries": ti.max_tries,
+        "start_date": isoformat(ti.start_date),
+        "end_date": isoformat(ti.end_date),
+        "duration": ti.duration,
+    }
+
+
+def _ti_records(session: Any, dag_id: str, tis: Sequence[Any]) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from scheduler.db.models import DagRun
+
+    run_ids = sorted({ti.run_id for ti in tis})
+    dates = dict(session.execute(
+        select(DagRun.run_id, DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.run_id.in_(run_ids))
+    ).all()) if run_ids else {}
+    return [_ti_record(ti, dates.get(ti.run_id)) for ti in tis]
+
+
+def _confirm(question: str) -> bool:
+    """Ask on stdin; only y or yes (any case) is a yes; end of input is a no."""
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        print()
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def cmd_tasks_clear(ctx: Context) -> int:
+    """Clear matching task instances (back to state none, retries available again; finished runs re-queued)."""
+    from scheduler.clock import to_utc, utcnow
+    from scheduler.db import ti_ops
+    from scheduler.db.engine import session_scope
+
+    args = ctx.args
+    start = _parse_date(args.start_date, "--start-date")
+    end = _parse_date(args.end_date, "--end-date")
+    start = None if start is None else to_utc(start)
+    end = None if end is None else to_utc(end)
+    if start is not None and end is not None and start > end:
+        raise UsageError(f"--start-date {start.isoformat()} is after --end-date {end.isoformat()}")
+    ctx.sync_dags()
+
+    def clear(session: Any, dry_run: bool) -> list[dict[str, Any]]:
+        sdag = _serialized_dag(session, args.dag_id)
+        try:
+            tis = ti_ops.clear_task_instances(
+                session, sdag.dag_id, dag_structure=ti_ops.structure_from_serialized(sdag), now=utcnow(),
+                task_regex=args.task_regex, include_downstream=args.downstream, include_upstream=args.upstream,
+                only_failed=args.only_failed, only_running=args.only_running, start_date=start, end_date=end,
+                dry_run=dry_run,
+            )
+        except ti_ops.InvalidTaskRegex as exc:
+            raise UsageError(f"-t/--task-regex: {exc}") from None
+        return _ti_records(session, sdag.dag_id, tis)
+
+    with session_scope(ctx.engine, readonly=True) as session:
+        planned = clear(session, dry_run=True)
+    if not planned:
+        print("No task instances to clear")
+        return 0
+    print(f"You are about to clear these {len(planned)} task instance(s) of DAG '{args.dag_id}':")
+    print_records(planned, CLEAR_COLUMNS, "table")
+    if args.dry_run:
+        print("Dry run: nothing was cleared")
+        return 0
+    if not args.yes and not _confirm("Are you sure?"):
+        print("Cancelled, nothing was cleared")
+        return 0
+    with ctx.session() as session:
+        cleared = clear(session, dry_run=False)
+    print(f"Cleared {len(cleared)} task instance(s)")
+    return 0
+
+
+def cmd_tasks_states_for_dag_run(ctx: Context) -> int:
+    from scheduler.db import ti_ops
+    from scheduler.db.engine import session_scope
+
+    ctx.sync_dags()
+    with session_scope(ctx.engine, readonly=True) as session:
+        sdag = _serialized_dag(session, ctx.args.dag_id)
+        run = ti_ops.get_dag_run(session, sdag.dag_id, ctx.args.run_id)
+        tis = ti_ops.list_task_instances(session, sdag.dag_id, run.run_id)
+        position = {task_id: i for i, task_id in enumerate(sdag.task_order)}
+        tis.sort(key=lambda ti: (position.get(ti.task_id, len(position)), ti.task_id, ti.map_index))
+        records = [_ti_record(ti, run.logical_date) for ti in tis]
+    print_records(records, TI_STATE_COLUMNS, ctx.args.output)
+    return 0
+
+
+def cmd_tasks_mark(ctx: Context) -> int:
+    """Set one task instance's state (success, failed or skipped); the run is left to the scheduler."""
+    from scheduler.clock import utcnow
+    from scheduler.db import ti_ops
+
+    args = ctx.args
+    ctx.sync_dags()
+    with ctx.session() as session:
+        sdag = _serialized_dag(session, args.dag_id)
+        key = (sdag.dag_id, args.run_id, args.task_id, args.map_index)
+        try:
+            before = ti_ops.get_task_instance(session, key).state
+        except ti_ops.TaskInstanceNotFound:
+            if args.task_id not in sdag.tasks:
+                raise TaskNotFound(sdag.dag_id, args.task_id) from None
+            raise
+        ti = ti_ops.mark_task_instance(session, key, args.state, now=utcnow())
+        after = ti.state
+    where = "" if args.map_index == -1 else f" (map index {args.map_index})"
+    print(f"Task instance {args.dag_id}.{args.task_id}{where} of run {args.run_id}: {before} -> {after}")
+    return 0
+
+
+def cmd_dags_mark_run(ctx: Context) -> int:
+    """Set a run's state: success / failed finish its unfinished task instances, queued clears them all."""
+    from scheduler.clock import utcnow
+    from scheduler.db import ti_ops
+
+    args = ctx.args
+    ctx.sync_dags()
+    with ctx.session() as session:
+        sdag = _serialized_dag(session, args.dag_id)
+        run = ti_ops.get_dag_run(session, sdag.dag_id, args.run_id)
+        run_before = str(run.state)
+        before = {(ti.task_id, ti.map_index): str(ti.state)
+                  for ti in ti_ops.list_task_instances(session, sdag.dag_id, args.run_id)}
+        changed = ti_ops.mark_dag_run(session, sdag.dag_id, args.run_id, args.state, now=utcnow(),
+                                      dag_structure=ti_ops.structure_from_serialized(sdag))
+        lines = [f"  {ti.task_id}{'' if ti.map_index == -1 else f'[{ti.map_index}]'}: "
+                 f"{before.get((ti.task_id, ti.map_index))} -> {ti.state}" for ti in changed]
+    print(f"DAG run {args.run_id} of DAG {args.dag_id}: {run_before} -> {args.state}; "
+          f"{len(changed)} task instance(s) changed")
+    if lines:
+        print("\n".join(lines))
+    return 0
+
+
+def _add_ti_commands(dags: Any, tasks: Any) -> None:
+    """The parsers of the commands above (``dags`` and ``tasks`` are the subcommand collections)."""
+    p = tasks.add_parser("clear", help="clear task instances so they run again (asks first unless --yes)")
+    p.add_argument("dag_id")
+    p.add_argument("-t", "--task-regex", help="clear only the tasks whose id this regex finds (re.search)")
+    p.add_argument("-d", "--downstream", action="store_true", help="also clear everything downstream of them")
+    p.add_argument("-u", "--upstream", action="store_true", help="also clear everything upstream of them")
+    p.add_argument("-f", "--only-failed", action="store_true", help="only failed and upstream_failed ones")
+    p.add_argument("-r", "--only-running", action="store_true", help="only running ones")
+    p.add_argument("-s", "--start-date", help="only runs with a logical date at or after this (ISO 8601; naive = UTC)")
+    p.add_argument("-e", "--end-date", help="only runs with a logical date at or before this")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--dry-run", action="store_true", help="list what would be cleared; change nothing")
+    p.set_defaults(func=cmd_tasks_clear)
+    p = tasks.add_parser("states-for-dag-run", help="list the states of the task instances of a DAG run")
+    p.add_argument("dag_id")
+    p.add_argument("run_id")
+    _add_output(p)
+    p.set_defaults(func=cmd_tasks_states_for_dag_run)
+    p = tasks.add_parser("mark", help="set the state of one task instance (success, failed or skipped)")
+    p.add_argument("dag_id")
+    p.add_argument("run_id")
+    p.add_argument("task_id")
+    p.add_argument("--state", required=True, choices=("success", "failed", "skipped"))
+    p.add_argument("--map-index", type=int, default=-1, help="the map index of a mapped task (default: -1)")
+    p.set_defaults(func=cmd_tasks_mark)
+    p = dags.add_parser("mark-run", help="set the state of a DAG run (success, failed, or queued to run again)")
+    p.add_argument("dag_id")
+    p.add_argument("run_id")
+    p.add_argument("--state", required=True, choices=("success", "failed", "queued"))
+    p.set_defaults(func=cmd_dags_mark_run)
+
+
 # --- scheduler ----------------------------------------------------------------------------------
 
 
@@ -562,6 +783,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("logical_date", nargs="?", help="ISO 8601 date or datetime (default: now)")
     p.add_argument("--conf", "-c", help="JSON object passed as the run's conf")
     p.set_defaults(func=cmd_tasks_test)
+    p = tasks.add_parser("run", help="run one queued try of a task instance (claims it, records its state)")
+    p.add_argument("dag_id")
+    p.add_argument("task_id")
+    p.add_argument("run_id")
+    p.add_argument("--try-number", type=int, required=True, help="the try the instance is queued with")
+    p.add_argument("--map-index", type=int, default=-1)
+    p.set_defaults(func=cmd_tasks_run)
+    _add_ti_commands(dags, tasks)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 Tasks run one at a time in topological order. Each pending task's trigger rule is
 evaluated from its upstream states; a retry runs at once (retry_delay is not awaited);
+a sensor in reschedule mode is poked again, in the same try, once its reschedule date
+has come (that wait is real: it sleeps);
 branch and short-circuit skips are applied to tasks still pending. The run is failed
 when a leaf task is failed or upstream_failed, success otherwise (Airflow's rule).
 Log lines look like Airflow's: ``[2026-11-25T22:00:00.123+0000] {dag_id.task_id} INFO - ...``.
@@ -14,6 +16,7 @@ import copy
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from scheduler.clock import make_aware, utcnow
 from scheduler.exceptions import ParamValidationError
 from scheduler.execution import TryOutcome, execute_try, run_callbacks
+from scheduler.logfmt import AirflowFormatter, standalone_logger
 from scheduler.runtime import MemoryXComStore, RuntimeDagRun, RuntimeTaskInstance
 from scheduler.states import DagRunState, TaskInstanceState
 from scheduler.templating import Context, build_context, resolve_task_params
@@ -54,24 +58,12 @@ class DagTestResult:
 # --- log lines -------------------------------------------------------------------------------
 
 
-class _AirflowFormatter(logging.Formatter):
-    """``[2026-11-25T22:00:00.123+0000] {name} LEVEL - message``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        line = f"[{stamp}.{int(record.msecs):03d}+0000] {{{record.name}}} {record.levelname} - {record.getMessage()}"
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
+_AirflowFormatter = AirflowFormatter
 
 
 def _logger(name: str, out: TextIO) -> logging.Logger:
     """A logger outside the logging tree (no global state, no propagation) writing to ``out``."""
-    log = logging.Logger(name, logging.INFO)
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(_AirflowFormatter())
-    log.addHandler(handler)
-    return log
+    return standalone_logger(name, out)
 
 
 @contextlib.contextmanager
@@ -126,14 +118,20 @@ class _Run:
     def try_once(
         self, task: BaseOperator, try_number: int, max_tries: int,
         on_rendered: Callable[[dict[str, Any]], None] | None = None,
+        reschedules: list[datetime] | None = None,
     ) -> TryOutcome:
-        """One try on a shallow copy of the task, so rendering never changes the DAG's own task."""
+        """One try on a shallow copy of the task, so rendering never changes the DAG's own task.
+
+        ``reschedules``: start times of this try's earlier runs that ended up_for_reschedule.
+        """
         working = copy.copy(task)
         log = self.log(task.task_id)
         ti = RuntimeTaskInstance(
             task=working, run_id=self.dag_run.run_id, xcom=self.xcom, try_number=try_number,
             max_tries=max_tries, dag_run=self.dag_run, log=log,
         )
+        ti.first_try_start = reschedules[0] if reschedules else None  # type: ignore[attr-defined]
+        ti.task_reschedule_count = len(reschedules or ())  # type: ignore[attr-defined]
         context = self.context(working, ti)
         log.info("Running task %s (try %d of %d)", task.task_id, try_number, max_tries + 1)
         with _stdout_to(self.out):
@@ -181,10 +179,17 @@ class _Run:
     def _run_with_retries(self, task: BaseOperator) -> None:
         max_tries = task.retries
         try_number = 1
+        reschedules: list[datetime] = []
         while True:
-            outcome = self.try_once(task, try_number, max_tries)
+            started = utcnow()
+            outcome = self.try_once(task, try_number, max_tries, reschedules=reschedules)
             self.tries[task.task_id] = try_number
             self.durations[task.task_id] += outcome.duration
+            if outcome.state is S.UP_FOR_RESCHEDULE and outcome.reschedule_date is not None:
+                reschedules.append(started)
+                self._wait_until(task, outcome.reschedule_date)
+                continue
+            reschedules = []
             if not outcome.up_for_retry:
                 break
             try_number += 1
@@ -196,6 +201,15 @@ class _Run:
             if self.states.get(skipped) is S.NONE:
                 self.states[skipped] = S.SKIPPED
                 self.log(skipped).info("Marking task as SKIPPED: skipped by '%s'", task.task_id)
+
+    def _wait_until(self, task: BaseOperator, when: datetime) -> None:
+        """A sensor in reschedule mode: sleep (in real time) until its next poke is due; same try.
+
+        The sensor's own timeout (counted from the first poke of the try) ends the waiting.
+        """
+        delay = max((when - utcnow()).total_seconds(), 0.0)
+        self.log(task.task_id).info("up_for_reschedule: poking again at %s (waiting %.3gs)", when.isoformat(), delay)
+        time.sleep(delay)
 
     # --- the end ------------------------------------------------------------------------------------
 

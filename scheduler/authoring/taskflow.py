@@ -19,6 +19,7 @@ from scheduler.authoring.operators import (
     PythonOperator,
     ShortCircuitOperator,
 )
+from scheduler.authoring.sensors import PythonSensor
 
 RETURN_KEY = "return_value"
 
@@ -141,6 +142,12 @@ class DecoratedBashOperator(_DecoratedMixin, BashOperator):
         return super().execute(context)
 
 
+class DecoratedSensorOperator(_DecoratedMixin, PythonSensor):
+    """``@task.sensor``: the function is the poke; it returns a bool or a PokeReturnValue."""
+
+    custom_operator_name = "@task.sensor"
+
+
 class TaskDecorator:
     """What ``@task(...)`` returns: call it inside a DAG to add a task; ``.override(...)`` to change args."""
 
@@ -199,13 +206,14 @@ def _make_decorator(operator_class: type[BaseOperator]) -> Callable[..., Any]:
 
 
 class _TaskNamespace:
-    """``task`` itself, plus ``task.python``, ``task.branch``, ``task.short_circuit``, ``task.bash``."""
+    """``task`` itself, plus ``task.python``, ``task.branch``, ``task.short_circuit``, ``task.bash``, ``task.sensor``."""
 
     def __init__(self) -> None:
         self.python = _make_decorator(DecoratedPythonOperator)
         self.branch = _make_decorator(DecoratedBranchOperator)
         self.short_circuit = _make_decorator(DecoratedShortCircuitOperator)
         self.bash = _make_decorator(DecoratedBashOperator)
+        self.sensor = _make_decorator(DecoratedSensorOperator)
 
     def __call__(self, python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
         return self.python(python_callable, **kwargs)
