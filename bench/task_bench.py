@@ -1,0 +1,158 @@
+"""Task execution speed of the real scheduler with the LocalExecutor, beside a bare interpreter start.
+
+    .venv/bin/python bench/task_bench.py [--repeat 3] [--chain 40] [--fanout 300]
+
+On a temporary UPDRAFT_HOME (SQLite) it starts ``updraft scheduler`` and triggers:
+
+* a chain of ``--chain`` no-op PythonOperators: the hop is the gap from one task's
+  end_date to the next one's start_date as the task runner records them (the next
+  task's start is when its runner took it: queued -> running); the span is from the
+  first start to the last end;
+* ``--fanout`` independent no-op PythonOperators: tasks per second over the span
+  from the first start to the last end.
+
+and times ``python3 -c pass`` (the reference the targets are stated in). Figures are
+medians over ``--repeat`` runs of each DAG. Exit status 1 when a target is missed:
+median hop <= one ``python3 -c pass``; chain span <= chain length x that; fan-out
+>= 100 tasks/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+UPDRAFT = [sys.executable, "-m", "scheduler.cli"]
+
+
+def dag_source(dag_id: str, n: int, *, chain: bool) -> str:
+    return (
+        "from datetime import datetime\n"
+        "from scheduler import DAG, PythonOperator\n\n"
+        "def noop():\n    pass\n\n"
+        f"with DAG({dag_id!r}, schedule=None, start_date=datetime(2024, 1, 1), max_active_tasks={n},\n"
+        "         max_active_runs=1):\n"
+        f"    tasks = [PythonOperator(task_id=f't{{i:03d}}', python_callable=noop) for i in range({n})]\n"
+        + ("    for a, b in zip(tasks, tasks[1:]):\n        a >> b\n" if chain else "")
+    )
+
+
+def bare_python(repeat: int = 30) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run(["python3", "-c", "pass"], check=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def run_cli(env: dict[str, str], *args: str) -> str:
+    out = subprocess.run([*UPDRAFT, *args], env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"updraft {' '.join(args)} failed: {out.stderr}")
+    return out.stdout
+
+
+def wait_run(db: Path, dag_id: str, run_id: str, deadline_s: float = 300.0) -> list[tuple[str, datetime, datetime]]:
+    import sqlite3
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute("SELECT state FROM dag_run WHERE dag_id=? AND run_id=?", (dag_id, run_id)).fetchone()
+            if row and row[0] in ("success", "failed"):
+                if row[0] != "success":
+                    raise SystemExit(f"{dag_id} run {run_id} ended {row[0]}")
+                rows = conn.execute(
+                    "SELECT task_id, start_date, end_date FROM task_instance WHERE dag_id=? AND run_id=? ORDER BY task_id",
+                    (dag_id, run_id),
+                ).fetchall()
+                return [(t, _ts(s), _ts(e)) for t, s, e in rows]
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{dag_id} run {run_id} did not finish in {deadline_s} s")
+        time.sleep(0.05)
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chain", type=int, default=40)
+    parser.add_argument("--fanout", type=int, default=300)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="updraft-task-bench-") as tmp:
+        home = Path(tmp)
+        (home / "dags").mkdir()
+        (home / "dags" / "chain.py").write_text(dag_source("chain", args.chain, chain=True))
+        (home / "dags" / "fanout.py").write_text(dag_source("fanout", args.fanout, chain=False))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+        env.update(
+            UPDRAFT_HOME=str(home),
+            UPDRAFT__CORE__DAGS_FOLDER=str(home / "dags"),
+            UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION="false",
+            UPDRAFT__CORE__PARALLELISM="32",
+            PYTHONPATH=str(REPO),
+        )
+        run_cli(env, "dags", "list")
+        log = (home / "scheduler.log").open("w")
+        proc = subprocess.Popen([*UPDRAFT, "scheduler"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
+        try:
+            hops: list[float] = []
+            spans: list[float] = []
+            rates: list[float] = []
+            for i in range(args.repeat):
+                run_id = f"chain_{i}"
+                run_cli(env, "dags", "trigger", "chain", "--run-id", run_id)
+                rows = sorted(wait_run(home / "updraft.db", "chain", run_id), key=lambda r: r[0])
+                gaps = [(b[1] - a[2]).total_seconds() for a, b in zip(rows, rows[1:])]
+                hops.append(statistics.median(gaps))
+                spans.append((rows[-1][2] - rows[0][1]).total_seconds())
+                run_id = f"fanout_{i}"
+                run_cli(env, "dags", "trigger", "fanout", "--run-id", run_id)
+                rows = wait_run(home / "updraft.db", "fanout", run_id)
+                span = (max(r[2] for r in rows) - min(r[1] for r in rows)).total_seconds()
+                rates.append(len(rows) / span)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+            log.close()
+    bare = bare_python()
+    result = {
+        "python3 -c pass (s)": round(bare, 4),
+        "chain length": args.chain,
+        "median hop (s)": round(statistics.median(hops), 4),
+        "hops per run (s)": [round(h, 4) for h in hops],
+        "chain span (s)": round(statistics.median(spans), 3),
+        "fan-out tasks": args.fanout,
+        "fan-out tasks/s": round(statistics.median(rates), 1),
+        "fan-out per run": [round(r, 1) for r in rates],
+    }
+    print(json.dumps(result, indent=2))
+    missed = []
+    if result["median hop (s)"] > bare:
+        missed.append("median hop > python3 -c pass")
+    if result["chain span (s)"] > args.chain * bare:
+        missed.append(f"chain span > {args.chain} x python3 -c pass")
+    if result["fan-out tasks/s"] < 100:
+        missed.append("fan-out < 100 tasks/s")
+    for line in missed:
+        print(f"target missed: {line}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
