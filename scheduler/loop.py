@@ -346,7 +346,7 @@ class Scheduler:
         now = utcnow()
         with session_scope(self.engine) as session:
             job = Job(
-                job_type="SchedulerJob", hostname=socket.getfqdn(), pid=os.getpid(), state="running",
+                job_type="SchedulerJob", hostname=socket.gethostname(), pid=os.getpid(), state="running",
                 start_date=now, latest_heartbeat=now,
             )
             session.add(job)

@@ -339,6 +339,8 @@ class _TryInfo:
     run_state: str
     serialized_task: dict[str, Any] | None = None
     hostname: str = field(default_factory=socket.gethostname)
+    #: How many earlier pokes of this try a sensor in reschedule mode made.
+    reschedule_count: int = 0
 
     def runtime_dag_run(self, dag_id: str, run_id: str) -> RuntimeDagRun:
         from scheduler.clock import utcnow
@@ -358,13 +360,18 @@ class _TryInfo:
         )
 
 
-def _variables_reader(engine: Engine) -> Callable[[str], str | None]:
+def _variables_reader(engine: Engine | Callable[[], Engine]) -> Callable[[str], str | None]:
+    """Variable lookups for templates; ``engine`` may be a factory called at the first lookup."""
+    from sqlalchemy import Engine as EngineType
+
     from scheduler.db import store
     from scheduler.db.engine import retry_transient, session_scope
 
     def get(key: str) -> str | None:
+        bound = engine if isinstance(engine, EngineType) else engine()
+
         def unit() -> str | None:
-            with session_scope(engine, readonly=True) as session:
+            with session_scope(bound, readonly=True) as session:
                 return store.get_variable(session, key)
 
         return retry_transient(unit, what=f"reading Variable {key!r}")
@@ -385,6 +392,7 @@ def _task_context(
         map_index=map_index, dag_run=dag_run, log=log, hostname=info.hostname,
     )
     ti.first_try_start = info.first_try_start  # type: ignore[attr-defined]
+    ti.task_reschedule_count = info.reschedule_count  # type: ignore[attr-defined]
     context = build_context(
         dag=dag, task=task, ti=ti, run_id=run_id,
         logical_date=dag_run.logical_date,
@@ -411,6 +419,8 @@ class _Verdict:
     rendered_fields: dict[str, Any] | None = None
     skip_task_ids: list[str] = field(default_factory=list)
     reschedule_date: datetime | None = None
+    #: XComs the try pushed (key -> value), written with the state.
+    xcoms: dict[str, Any] = field(default_factory=dict)
     #: The supervisor must call the task's retry / failure callback (the task process did not).
     run_callbacks: bool = False
 
@@ -447,64 +457,55 @@ class _Supervisor:
         state = str(row.state)
         return state if row.try_number == self.w.try_number else f"{state}, try {row.try_number}"
 
-    def _claim(self) -> str | None:
-        """queued -> running; None when claimed, else the state that stopped us."""
-        from sqlalchemy import update
+    def _claim(self) -> tuple[str | None, _TryInfo | None]:
+        """queued -> running, this try's old XComs deleted, and what the try needs read: one transaction.
+
+        Returns (None, info) when claimed, else (the state that stopped us, None).
+        """
+        from sqlalchemy import func, select, update
 
         from scheduler.clock import utcnow
         from scheduler.db.engine import session_scope
-        from scheduler.db.models import TaskInstance
+        from scheduler.db.models import DagRun, TaskInstance, TaskReschedule
+        from scheduler.db.xcom_store import clear_for_try
 
         assert self.engine is not None
+        w = self.w
 
-        def unit() -> str | None:
+        def unit() -> tuple[str | None, _TryInfo | None]:
             now = utcnow()
             with session_scope(self.engine) as session:  # type: ignore[arg-type]
                 result = session.execute(
                     update(TaskInstance)
-                    .where(TaskInstance.id == self.w.ti_id, TaskInstance.state == S.QUEUED,
-                           TaskInstance.try_number == self.w.try_number)
+                    .where(TaskInstance.id == w.ti_id, TaskInstance.state == S.QUEUED,
+                           TaskInstance.try_number == w.try_number)
                     .values(state=S.RUNNING, pid=os.getpid(), hostname=self.hostname, start_date=now,
                             end_date=None, duration=None, last_heartbeat_at=now)
                     .execution_options(synchronize_session=False)
                 )
                 if not _changed(result):
-                    return self._current_state(session)
-            self.started = now
-            return None
-
-        return self._db(unit, "claiming the try")
-
-    def _load_info(self) -> _TryInfo:
-        from sqlalchemy import func, select
-
-        from scheduler.db.engine import session_scope
-        from scheduler.db.models import DagRun, SerializedDag, TaskInstance, TaskReschedule
-
-        def unit() -> _TryInfo:
-            with session_scope(self.engine, readonly=True) as session:  # type: ignore[arg-type]
-                ti = session.get(TaskInstance, self.w.ti_id)
+                    return self._current_state(session), None
+                clear_for_try(session, dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id, map_index=w.map_index)
+                max_tries = session.scalar(select(TaskInstance.max_tries).where(TaskInstance.id == w.ti_id))
                 run = session.execute(
-                    select(DagRun).where(DagRun.dag_id == self.w.dag_id, DagRun.run_id == self.w.run_id)
-                ).scalar_one_or_none()
-                first = session.execute(
-                    select(func.min(TaskReschedule.start_date)).where(
-                        TaskReschedule.ti_id == self.w.ti_id, TaskReschedule.try_number == self.w.try_number
+                    select(DagRun.logical_date, DagRun.data_interval_start, DagRun.data_interval_end,
+                           DagRun.run_type, DagRun.conf, DagRun.start_date, DagRun.state)
+                    .where(DagRun.dag_id == w.dag_id, DagRun.run_id == w.run_id)
+                ).first()
+                first, pokes = session.execute(
+                    select(func.min(TaskReschedule.start_date), func.count()).where(
+                        TaskReschedule.ti_id == w.ti_id, TaskReschedule.try_number == w.try_number
                     )
-                ).scalar()
-                serialized = session.execute(
-                    select(SerializedDag.data).where(SerializedDag.dag_id == self.w.dag_id)
-                ).scalar_one_or_none()
-            if isinstance(first, str):  # in case an aggregate bypasses the column type
+                ).one()
+            if isinstance(first, str):  # an aggregate can bypass the column type on SQLite
                 first = datetime.fromisoformat(first)
             if first is not None and first.tzinfo is None:
                 first = first.replace(tzinfo=UTC)
-            task_data = None
-            if isinstance(serialized, dict):
-                task_data = next((t for t in serialized.get("tasks", []) if t.get("task_id") == self.w.task_id), None)
-            return _TryInfo(
-                max_tries=ti.max_tries if ti is not None else 0,
+            self.started = now
+            return None, _TryInfo(
+                max_tries=int(max_tries or 0),
                 first_try_start=first,
+                reschedule_count=int(pokes or 0),
                 logical_date=run.logical_date if run else None,
                 data_interval_start=run.data_interval_start if run else None,
                 data_interval_end=run.data_interval_end if run else None,
@@ -512,11 +513,29 @@ class _Supervisor:
                 conf=dict(run.conf or {}) if run else {},
                 run_start_date=run.start_date if run else None,
                 run_state=str(run.state) if run else "running",
-                serialized_task=task_data,
                 hostname=self.hostname,
             )
 
-        return self._db(unit, "reading the task instance and its run")
+        return self._db(unit, "claiming the try")
+
+    def _serialized_task(self) -> dict[str, Any] | None:
+        """The task as the scheduler stored it: the retry settings when the DAG file cannot be imported."""
+        from sqlalchemy import select
+
+        from scheduler.db.engine import session_scope
+        from scheduler.db.models import SerializedDag
+
+        def unit() -> dict[str, Any] | None:
+            with session_scope(self.engine, readonly=True) as session:  # type: ignore[arg-type]
+                data = session.scalar(select(SerializedDag.data).where(SerializedDag.dag_id == self.w.dag_id))
+            if not isinstance(data, dict):
+                return None
+            return next((t for t in data.get("tasks", []) if t.get("task_id") == self.w.task_id), None)
+
+        try:
+            return self._db(unit, "reading the serialized task")
+        except Exception:  # noqa: BLE001 - only defaults are lost
+            return None
 
     def _heartbeat(self) -> str | None:
         """None while the try is still ours; else what its state became."""
@@ -546,6 +565,7 @@ class _Supervisor:
         from scheduler.clock import utcnow
         from scheduler.db.engine import session_scope
         from scheduler.db.models import Log, TaskInstance, TaskInstanceHistory, TaskReschedule
+        from scheduler.db.xcom_store import write_pushed
 
         w = self.w
 
@@ -579,6 +599,8 @@ class _Supervisor:
                 )
                 if not _changed(result):
                     return self._current_state(session)
+                write_pushed(session, dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id, map_index=w.map_index,
+                             pushed=verdict.xcoms)
                 if verdict.state is S.UP_FOR_RESCHEDULE:
                     assert verdict.reschedule_date is not None
                     session.add(TaskReschedule(ti_id=w.ti_id, try_number=w.try_number, start_date=start,
@@ -631,6 +653,8 @@ class _Supervisor:
             self.log.error("%s", message)
         retry = info.max_tries >= self.w.try_number
         verdict = _Verdict(S.UP_FOR_RETRY if retry else S.FAILED, message=message)
+        if info.serialized_task is None:
+            info.serialized_task = self._serialized_task()
         return self._finish(verdict, info, RetryPolicy.of_serialized(info.serialized_task))
 
     def _finish(self, verdict: _Verdict, info: _TryInfo, policy: RetryPolicy) -> int:
@@ -650,12 +674,12 @@ class _Supervisor:
         from scheduler.parsing import DagFileImportError, load_dags_from_file
 
         w = self.w
-        lost = self._claim()
-        if lost is not None:
+        lost, claimed = self._claim()
+        if lost is not None or claimed is None:
             print(f"updraft task runner: {w.label()}: not queued any more (state {lost}); not running it",
                   file=sys.stderr, flush=True)
             return EXIT_OK
-        info = self._load_info()
+        info = claimed
 
         path = log_path(self.settings.log_folder, w.dag_id, w.run_id, w.task_id, w.map_index, w.try_number)
         try:
@@ -886,13 +910,16 @@ class _Supervisor:
         retry_allowed = info.max_tries >= self.w.try_number
         failed_state = S.UP_FOR_RETRY if retry_allowed else S.FAILED
         rendered = outcome.get("rendered_fields") if outcome else None
+        xcoms = dict(outcome.get("xcoms") or {}) if outcome else {}
         task_failed = outcome is not None and outcome.get("state") in (S.FAILED.value, S.UP_FOR_RETRY.value)
         if ending == "timeout" or (outcome is not None and outcome.get("timed_out")):
             message = f"Timeout: the task ran longer than its execution_timeout ({timeout})"
-            return _Verdict(failed_state, message=message, rendered_fields=rendered, run_callbacks=not task_failed)
+            return _Verdict(failed_state, message=message, rendered_fields=rendered, run_callbacks=not task_failed,
+                            xcoms=xcoms)
         if ending == "shutdown":
             message = f"the task runner was stopped by {signal.Signals(self.stop_signal or signal.SIGTERM).name}"
-            return _Verdict(failed_state, message=message, rendered_fields=rendered, run_callbacks=not task_failed)
+            return _Verdict(failed_state, message=message, rendered_fields=rendered, run_callbacks=not task_failed,
+                            xcoms=xcoms)
         if outcome is None:
             message = _describe_exit(status)
             if os.waitstatus_to_exitcode(status) == 0:
@@ -909,6 +936,7 @@ class _Supervisor:
             rendered_fields=rendered,
             skip_task_ids=list(outcome.get("skip_task_ids") or []),
             reschedule_date=datetime.fromisoformat(reschedule) if reschedule else None,
+            xcoms=xcoms,
         )
 
     def _callbacks_after_death(self, dag: DAG, task: BaseOperator, info: _TryInfo, verdict: _Verdict) -> None:
@@ -983,7 +1011,7 @@ class _TaskProcess:
 
     def main(self) -> int:
         from scheduler.db.engine import make_engine
-        from scheduler.db.xcom_store import DbXComStore
+        from scheduler.db.xcom_store import TryXComStore
         from scheduler.execution import TaskExecutionTimeout, execute_try
         from scheduler.serialization import to_jsonable
 
@@ -1010,14 +1038,22 @@ class _TaskProcess:
         root.setLevel(sup.settings.get("logging", "logging_level"))
 
         sup.engine.dispose(close=False)
-        engine = make_engine(sup.settings.sql_alchemy_conn, pool_size=1, max_overflow=4)
-        xcom = DbXComStore(engine)
+        engines: list[Engine] = []
+
+        def engine_factory() -> Engine:
+            # Made on first use: a task that pulls nothing and reads no Variable never connects.
+            if not engines:
+                engines.append(make_engine(sup.settings.sql_alchemy_conn, pool_size=1, max_overflow=4))
+            return engines[0]
+
+        xcom = TryXComStore(engine_factory, dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id,
+                            map_index=w.map_index)
         log = standalone_logger(f"{w.dag_id}.{w.task_id}", sys.stderr)
         report: dict[str, Any]
         try:
             context, _ti = _task_context(
                 self.dag, self.task, self.info, run_id=w.run_id, map_index=w.map_index, try_number=w.try_number,
-                xcom=xcom, variables=_variables_reader(engine), log=log,
+                xcom=xcom, variables=_variables_reader(engine_factory), log=log,
             )
             outcome = execute_try(self.task, context, xcom=xcom, log=log)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -1031,14 +1067,16 @@ class _TaskProcess:
                 "reschedule_date": outcome.reschedule_date.isoformat() if outcome.reschedule_date else None,
                 "fail_fast_no_retry": outcome.fail_fast_no_retry,
                 "timed_out": isinstance(context.get("exception"), TaskExecutionTimeout),
+                "xcoms": xcom.pushed,
             }
         except BaseException:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             error = traceback.format_exc()
             log.error("Task '%s' could not run:\n%s", w.task_id, error.rstrip())
             report = {"state": S.FAILED.value, "error": error, "up_for_retry": self.info.max_tries >= w.try_number}
-        with contextlib.suppress(Exception):
-            engine.dispose()
+        for engine in engines:
+            with contextlib.suppress(Exception):
+                engine.dispose()
         data = json.dumps(report, default=str).encode()
         view = memoryview(data)
         while view:
@@ -1256,3 +1294,32 @@ def run_workload(workload: Workload, settings: Settings) -> int:
         print(f"updraft task runner: {label}: the runner failed:\n{traceback.format_exc()}",
               file=sys.stderr, flush=True)
         return EXIT_RUNNER_FAILED
+
+
+def warm_up(settings: Settings) -> None:
+    """Import and prepare in THIS process everything a try needs, so forked children start warm.
+
+    Called by the fork server before it forks anything: the modules (SQLAlchemy and its
+    dialect, the models with their mappers configured, the authoring API, Jinja2,
+    jsonschema) are then shared copy-on-write instead of imported by every child. Opens
+    no database connection.
+    """
+    import jinja2  # noqa: F401
+    import jsonschema  # noqa: F401
+    from sqlalchemy.orm import configure_mappers
+
+    import scheduler.authoring.operators  # noqa: F401
+    import scheduler.authoring.sensors  # noqa: F401
+    import scheduler.authoring.taskflow  # noqa: F401
+    import scheduler.db.models  # noqa: F401
+    import scheduler.db.store  # noqa: F401
+    import scheduler.db.xcom_store  # noqa: F401
+    import scheduler.execution  # noqa: F401
+    import scheduler.parse_worker  # noqa: F401
+    import scheduler.parsing  # noqa: F401
+    import scheduler.templating  # noqa: F401
+    import scheduler.timetables  # noqa: F401
+    from scheduler.db.engine import make_engine
+
+    configure_mappers()
+    make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=0).dispose()  # loads the dialect

@@ -54,6 +54,8 @@ S = TaskInstanceState
 
 #: How often running tries are checked for a dead process or a stale heartbeat.
 DEAD_TASK_CHECK_SECONDS = 5.0
+#: Pages of scheduled candidates read per queueing step when blocked ones fill a page.
+MAX_QUEUE_PAGES = 8
 
 
 class _DagCache:
@@ -91,10 +93,12 @@ class TaskScheduler:
         self.settings = settings
         self.executor = executor
         self.job_id = job_id
-        self.hostname = socket.getfqdn()
+        # As the task runner records it (gethostname: getfqdn may wait on DNS).
+        self.hostname = socket.gethostname()
         self._dags = _DagCache()
         self._next_dead_check = 0.0
         self._reconciled = False
+        self._warned_pools: set[str] = set()
 
     def run_once(self, now: datetime) -> datetime | None:
         """One pass of the four steps; returns when a waiting instance or a run timeout is next due (None: none)."""
@@ -247,33 +251,61 @@ class TaskScheduler:
         def unit() -> list[scheduling.Candidate]:
             chosen: list[scheduling.Candidate] = []
             free = slots
+            full_pools: set[str] = set()
+            full_runs: set[tuple[str, str]] = set()
             with session_scope(self.engine) as session:
-                candidates = scheduling.scheduled_candidates(session, limit=free * 4 + 64)
-                if not candidates:
-                    return chosen
                 pools = scheduling.pool_open_slots(session)
-                occupied = scheduling.occupied_by_dag(session, (c.dag_id for c in candidates))
-                for c in candidates:
-                    if free <= 0:
+                occupied: dict[tuple[str, str], int] | None = None
+                # Instances blocked by a full pool or run are left out of the next page, so a crowd of
+                # blocked high-priority instances never starves ready ones further down.
+                for _page in range(MAX_QUEUE_PAGES):
+                    page = free * 4 + 64
+                    candidates = scheduling.scheduled_candidates(
+                        session, limit=page, skip_pools=full_pools, skip_runs=full_runs
+                    )
+                    if not candidates:
                         break
-                    limit = c.max_active_tasks if c.max_active_tasks is not None else default_limit
-                    if occupied.get(c.dag_id, 0) >= limit:
-                        continue
-                    if c.pool not in pools:
-                        logger.warning(
-                            "task %s.%s uses pool '%s', which does not exist; it stays scheduled until it does",
-                            c.dag_id, c.task_id, c.pool,
+                    if occupied is None:
+                        occupied = scheduling.occupied_by_run(session, (c.dag_id for c in candidates))
+                    else:
+                        occupied.update(
+                            {k: v for k, v in scheduling.occupied_by_run(
+                                session, (c.dag_id for c in candidates)).items() if k not in occupied}
                         )
-                        continue
-                    if pools[c.pool] < c.pool_slots:
-                        continue
-                    if scheduling.queue_ti(
-                        session, c.id, c.try_number, now=now, job_id=self.job_id, hostname=self.hostname
-                    ):
-                        pools[c.pool] -= c.pool_slots
-                        occupied[c.dag_id] = occupied.get(c.dag_id, 0) + 1
-                        free -= 1
-                        chosen.append(c)
+                    blocked = False
+                    for c in candidates:
+                        if free <= 0:
+                            break
+                        run_key = (c.dag_id, c.run_id)
+                        limit = c.max_active_tasks if c.max_active_tasks is not None else default_limit
+                        if occupied.get(run_key, 0) >= limit:
+                            full_runs.add(run_key)
+                            blocked = True
+                            continue
+                        if c.pool not in pools:
+                            if c.pool not in self._warned_pools:
+                                self._warned_pools.add(c.pool)
+                                logger.warning(
+                                    "task %s.%s uses pool '%s', which does not exist; it stays scheduled until it does",
+                                    c.dag_id, c.task_id, c.pool,
+                                )
+                            full_pools.add(c.pool)
+                            blocked = True
+                            continue
+                        if pools[c.pool] < c.pool_slots:
+                            if pools[c.pool] <= 0:
+                                full_pools.add(c.pool)
+                            blocked = True
+                            continue
+                        if scheduling.queue_ti(
+                            session, c.id, c.try_number, now=now, job_id=self.job_id, hostname=self.hostname
+                        ):
+                            pools[c.pool] -= c.pool_slots
+                            occupied[run_key] = occupied.get(run_key, 0) + 1
+                            free -= 1
+                            chosen.append(c)
+                    if free <= 0 or len(candidates) < page or not blocked:
+                        break
             return chosen
 
         chosen = retry_transient(unit, what="queueing task instances")
@@ -322,18 +354,24 @@ class TaskScheduler:
                 self._fail_lost(ti, f"no heartbeat for {int((now - ti.last_heartbeat_at).total_seconds())} s", now)
 
     def _fail_lost(self, ti: InFlight, why: str, now: datetime) -> None:
-        """Fail (or retry) a try that ended without recording its outcome, and send its callback."""
+        """Fail (or retry, after the task's own retry delay) a try that ended without recording its outcome,
+        and send its callback."""
         from scheduler.db import scheduling
         from scheduler.db.engine import session_scope
+        from scheduler.task_runner import RetryPolicy, retry_delay
 
         retry = ti.try_number <= ti.max_tries
         with session_scope(self.engine) as session:
             found = self._dags.get(session, ti.dag_id)
             sdag = found[0] if found is not None else None
             task = sdag.tasks.get(ti.task_id) if sdag is not None else None
-            delay = float(task.get("retry_delay") or 300.0) if task is not None else 300.0
+            policy = RetryPolicy.of_serialized(task.data if task is not None else None)
+            delay = retry_delay(
+                policy, dag_id=ti.dag_id, task_id=ti.task_id, logical_date=ti.logical_date, run_id=ti.run_id,
+                try_number=ti.try_number,
+            )
             changed = scheduling.fail_lost_try(
-                session, ti, retry=retry, next_retry_at=now + timedelta(seconds=delay) if retry else None, now=now
+                session, ti, retry=retry, next_retry_at=now + delay if retry else None, now=now
             )
         if not changed:
             return

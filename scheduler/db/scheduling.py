@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, insert, select, update
+from sqlalchemy import CursorResult, and_, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from scheduler.db.models import DEFAULT_POOL, Dag, DagRun, Pool, TaskInstance
@@ -163,8 +163,14 @@ class Candidate:
     max_active_tasks: int | None
 
 
-def scheduled_candidates(session: Session, *, limit: int) -> list[Candidate]:
-    """Scheduled instances of running runs of active DAGs, highest priority first, then oldest run."""
+def scheduled_candidates(
+    session: Session, *, limit: int, skip_pools: Iterable[str] = (), skip_runs: Iterable[tuple[str, str]] = ()
+) -> list[Candidate]:
+    """Scheduled instances of running runs of active DAGs, highest priority first, then oldest run.
+
+    ``skip_pools`` and ``skip_runs`` leave out instances that could not be queued anyway
+    (a full pool, a run at its max_active_tasks), so they never hide the ones that can.
+    """
     query = (
         select(
             TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index,
@@ -177,20 +183,26 @@ def scheduled_candidates(session: Session, *, limit: int) -> list[Candidate]:
         .order_by(TaskInstance.priority_weight.desc(), DagRun.logical_date, DagRun.id, TaskInstance.id)
         .limit(limit)
     )
+    pools = sorted(set(skip_pools))
+    if pools:
+        query = query.where(TaskInstance.pool.not_in(pools))
+    runs = sorted(set(skip_runs))
+    if runs:
+        query = query.where(tuple_(TaskInstance.dag_id, TaskInstance.run_id).not_in(runs))
     return [Candidate(*row) for row in session.execute(query)]
 
 
-def occupied_by_dag(session: Session, dag_ids: Iterable[str]) -> dict[str, int]:
-    """dag_id -> task instances queued or running (what max_active_tasks counts)."""
+def occupied_by_run(session: Session, dag_ids: Iterable[str]) -> dict[tuple[str, str], int]:
+    """(dag_id, run_id) -> task instances queued or running: what max_active_tasks counts (per run, as in Airflow 3)."""
     ids = sorted(set(dag_ids))
     if not ids:
         return {}
     query = (
-        select(TaskInstance.dag_id, func.count())
+        select(TaskInstance.dag_id, TaskInstance.run_id, func.count())
         .where(TaskInstance.dag_id.in_(ids), TaskInstance.state.in_(OCCUPYING))
-        .group_by(TaskInstance.dag_id)
+        .group_by(TaskInstance.dag_id, TaskInstance.run_id)
     )
-    return {dag_id: int(n) for dag_id, n in session.execute(query)}
+    return {(dag_id, run_id): int(n) for dag_id, run_id, n in session.execute(query)}
 
 
 def pool_open_slots(session: Session) -> dict[str, int]:
@@ -245,6 +257,7 @@ class InFlight:
     last_heartbeat_at: datetime | None
     queued_dttm: datetime | None
     queued_by_job_id: int | None
+    logical_date: datetime | None
 
 
 def in_flight(session: Session, *, ti_ids: Sequence[int] | None = None) -> list[InFlight]:
@@ -253,6 +266,9 @@ def in_flight(session: Session, *, ti_ids: Sequence[int] | None = None) -> list[
         TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index,
         TaskInstance.state, TaskInstance.try_number, TaskInstance.max_tries, TaskInstance.hostname,
         TaskInstance.pid, TaskInstance.last_heartbeat_at, TaskInstance.queued_dttm, TaskInstance.queued_by_job_id,
+        DagRun.logical_date,
+    ).join(
+        DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id)
     ).where(TaskInstance.state.in_(OCCUPYING))
     if ti_ids is not None:
         if not ti_ids:

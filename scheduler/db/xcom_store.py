@@ -8,9 +8,11 @@ pulled back as ``None`` (a row that exists), while a key never pushed pulls ``de
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
 
 from scheduler.clock import utcnow
 from scheduler.db.engine import retry_transient, session_scope
@@ -76,3 +78,74 @@ class DbXComStore:
                 )
 
         retry_transient(unit, what=f"XCom clear {dag_id}.{task_id} {run_id}")
+
+
+class TryXComStore:
+    """The XCom store of one try's task process: its own pushes are kept in memory and travel back
+    to the supervisor with the outcome, which writes them in the same transaction as the try's state.
+
+    So a task that pushes nothing but its return value, and pulls nothing, never opens a
+    database connection. Pulls of other tasks' values go to the database through an
+    engine made on first use by ``engine_factory``. This try's own earlier values were
+    deleted by the supervisor when it claimed the try, so :meth:`clear` of this task
+    instance only empties the buffer. A try that dies before reporting loses its pushes,
+    as it loses its state.
+    """
+
+    def __init__(self, engine_factory: Callable[[], Engine], *, dag_id: str, run_id: str, task_id: str,
+                 map_index: int) -> None:
+        self._engine_factory = engine_factory
+        self._db: DbXComStore | None = None
+        self._own = (dag_id, run_id, task_id, map_index)
+        #: key -> value pushed by this try, in push order.
+        self.pushed: dict[str, Any] = {}
+
+    def _database(self) -> DbXComStore:
+        if self._db is None:
+            self._db = DbXComStore(self._engine_factory())
+        return self._db
+
+    def push(self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value: Any) -> None:
+        if (dag_id, run_id, task_id, map_index) == self._own:
+            self.pushed.pop(key, None)
+            self.pushed[key] = value
+        else:
+            self._database().push(dag_id, run_id, task_id, map_index, key, value)
+
+    def pull(self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str, default: Any = None) -> Any:
+        if (dag_id, run_id, task_id, map_index) == self._own and key in self.pushed:
+            return self.pushed[key]
+        return self._database().pull(dag_id, run_id, task_id, map_index, key, default)
+
+    def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
+        if (dag_id, run_id, task_id, map_index) == self._own:
+            self.pushed.clear()
+        else:
+            self._database().clear(dag_id, run_id, task_id, map_index)
+
+
+def write_pushed(session: Session, *, dag_id: str, run_id: str, task_id: str, map_index: int,
+                 pushed: dict[str, Any]) -> None:
+    """Store a try's buffered pushes (see :class:`TryXComStore`) in the caller's transaction."""
+    if not pushed:
+        return
+    session.execute(
+        delete(XCom).where(
+            XCom.dag_id == dag_id, XCom.run_id == run_id, XCom.task_id == task_id, XCom.map_index == map_index,
+            XCom.key.in_(list(pushed)),
+        )
+    )
+    now = utcnow()
+    session.add_all(
+        XCom(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, key=key, value=value, timestamp=now)
+        for key, value in pushed.items()
+    )
+
+
+def clear_for_try(session: Session, *, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
+    """Delete a task instance's XComs in the caller's transaction (a new try starts with none)."""
+    session.execute(
+        delete(XCom).where(
+            XCom.dag_id == dag_id, XCom.run_id == run_id, XCom.task_id == task_id, XCom.map_index == map_index,
+        )
+    )

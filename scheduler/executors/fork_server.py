@@ -120,11 +120,10 @@ def main() -> int:
     from scheduler.config import load_settings
     from scheduler.workloads import from_json
 
-    # Imported once here so that every child starts warm.
-    import scheduler.task_runner  # noqa: F401
-    import scheduler.templating  # noqa: F401
+    from scheduler.task_runner import warm_up
 
     settings = load_settings()
+    warm_up(settings)  # every child starts with what a try needs already imported
     grace = float(settings.get("core", "killed_task_cleanup_time"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: (_terminate_children(grace), os._exit(0)))
