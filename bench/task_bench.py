@@ -104,7 +104,7 @@ def main() -> int:
             UPDRAFT_HOME=str(home),
             UPDRAFT__CORE__DAGS_FOLDER=str(home / "dags"),
             UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION="false",
-            UPDRAFT__CORE__PARALLELISM="32",
+            UPDRAFT__CORE__PARALLELISM=os.environ.get("BENCH_PARALLELISM", "32"),
             PYTHONPATH=str(REPO),
         )
         run_cli(env, "dags", "list")

@@ -102,6 +102,8 @@ class Scheduler:
         self._tasks: TaskScheduler | None = None
         self.job_id: int | None = None
         self._next_heartbeat = 0.0
+        #: When the run side (create, start runs) is next due, as of its last pass.
+        self._run_side_due: datetime | None = None
         self._heartbeat_seconds = float(settings.get("scheduler", "scheduler_heartbeat_sec"))
         self._pool: ParserPool | None = None
         self._stop = threading.Event()
@@ -124,14 +126,22 @@ class Scheduler:
 
     # --- one iteration --------------------------------------------------------------------------
 
-    def run_once(self, now: datetime) -> float:
-        """One iteration at ``now``; returns the seconds until something is next due by time (0: due now)."""
-        if self._scan_needed():
-            self._folder_dirty = False
-            self._next_rescan = time.monotonic() + float(self.settings.get("dag_processor", "refresh_interval"))
-            self.sync_dags(now)
-        next_due = self.create_due_runs(now)
-        self.start_queued_runs(now)
+    def run_once(self, now: datetime, *, tasks_only: bool = False) -> float:
+        """One iteration at ``now``; returns the seconds until something is next due by time (0: due now).
+
+        ``tasks_only`` (``run()`` passes it when only task tries ended since the last
+        iteration, and no run finished) skips the run side: nothing there can have changed.
+        """
+        if tasks_only and self.executor is not None and not self._scan_needed():
+            next_due = self._run_side_due
+        else:
+            if self._scan_needed():
+                self._folder_dirty = False
+                self._next_rescan = time.monotonic() + float(self.settings.get("dag_processor", "refresh_interval"))
+                self.sync_dags(now)
+            next_due = self.create_due_runs(now)
+            self.start_queued_runs(now)
+            self._run_side_due = next_due
         if self.executor is not None:
             task_due = self._task_scheduler().run_once(now)
             if task_due is not None and (next_due is None or task_due < next_due):
@@ -254,14 +264,16 @@ class Scheduler:
         self._start_job()
         self.executor.start(lambda: self._wakeup.set("executor"))
         failures = 0
+        reasons: set[str] = set()
         try:
             while not self._stop.is_set():
                 # The baseline is taken before the iteration reads anything: a commit by someone else
                 # during the iteration then wakes the next sleep at once (our own writes cost one extra,
                 # idle, iteration).
                 self._db_watcher.mark()
+                finished_before = self._tasks.runs_finished if self._tasks is not None else 0
                 try:
-                    delay = self.run_once(utcnow())
+                    delay = self.run_once(utcnow(), tasks_only=reasons == {"executor"})
                     self._heartbeat()
                     failures = 0
                 except Exception:
@@ -271,8 +283,12 @@ class Scheduler:
                         "scheduler iteration failed (%d in a row); trying again in %.0f s", failures, delay
                     )
                     self._wakeup.wait(delay)
+                    reasons = set()
                     continue
-                self._sleep(delay)
+                if self._tasks is not None and self._tasks.runs_finished != finished_before:
+                    reasons = {"runs finished"}  # start queued runs, create the ones max_active_runs held back
+                    continue
+                reasons = self._sleep(delay)
         finally:
             self._restore_signal_handlers(previous)
             timeout = float(self.settings.get("scheduler", "graceful_shutdown_timeout"))
@@ -284,8 +300,9 @@ class Scheduler:
             self.close()
         logger.info("scheduler stopped (%s)", self._stop_reason or "stop requested")
 
-    def _sleep(self, delay: float) -> None:
-        """Wait up to ``delay`` seconds (capped), returning early on a folder change, a foreign commit or a stop."""
+    def _sleep(self, delay: float) -> set[str]:
+        """Wait up to ``delay`` seconds (capped), returning early on a folder change, a foreign commit, an
+        executor event or a stop; returns why it woke ({"time"} when the wait ran out)."""
         assert self._db_watcher is not None
         cap = self._heartbeat_seconds if self._folder_watcher is not None else POLL_SLEEP_SECONDS
         deadline = time.monotonic() + min(delay, cap, max(0.0, self._next_rescan - time.monotonic()))
@@ -293,11 +310,13 @@ class Scheduler:
         while not self._stop.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
-            if self._wakeup.wait(min(remaining, poll)):
-                return
+                return {"time"}
+            reasons = self._wakeup.wait(min(remaining, poll))
+            if reasons:
+                return reasons
             if self._db_watcher.changed():
-                return
+                return {"database"}
+        return {"stop"}
 
     def _on_folder_change(self) -> None:
         self._folder_dirty = True

@@ -37,12 +37,14 @@ are the same everywhere.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
+import importlib.util
 import json
 import os
 import struct
 import sys
 from pathlib import Path
-from types import TracebackType
+from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
@@ -162,6 +164,46 @@ def _describe_site(log: _CreationLog | None, dag: DAG, path: Path) -> str:
     return f"line {line}" if filename == str(path) else f"{filename}, line {line}"
 
 
+#: Compiled DAG files by (path, mtime_ns, size): see :func:`precompile`.
+_CODE_CACHE: dict[tuple[str, int, int], CodeType] = {}
+_CODE_CACHE_LIMIT = 512
+
+
+def _code_key(path: Path) -> tuple[str, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def precompile(path: Path) -> None:
+    """Compile ``path`` (never run it) into the in-process cache, so that processes forked from
+    this one import it without compiling again (bytecode files may be disabled, as with
+    PYTHONDONTWRITEBYTECODE). A file that does not compile is left for the import to report."""
+    key = _code_key(path)
+    if key is None or key in _CODE_CACHE:
+        return
+    try:
+        source = Path(path).read_bytes()
+        code = compile(source, str(path), "exec", dont_inherit=True)
+    except (OSError, SyntaxError, ValueError):
+        return
+    if len(_CODE_CACHE) >= _CODE_CACHE_LIMIT:
+        _CODE_CACHE.clear()
+    _CODE_CACHE[key] = code
+
+
+def _loader(name: str, path: Path) -> importlib.machinery.SourceFileLoader:
+    class CachedLoader(importlib.machinery.SourceFileLoader):
+        def get_code(self, fullname: str) -> CodeType | None:
+            key = _code_key(path)
+            cached = _CODE_CACHE.get(key) if key is not None else None
+            return cached if cached is not None else super().get_code(fullname)
+
+    return CachedLoader(name, str(path))
+
+
 def import_dag_file(path: Path, *, default_timezone: str, dags_folder: Path) -> list[DAG]:
     """Import ``path`` in this process and return its DAGs, validated.
 
@@ -171,8 +213,6 @@ def import_dag_file(path: Path, *, default_timezone: str, dags_folder: Path) -> 
     at its top level. Raises whatever the import raises, ``DagDefinitionError`` for an
     invalid DAG or a dag_id defined twice in the file.
     """
-    import importlib.util
-
     from scheduler.authoring import dag as dag_module
     from scheduler.clock import get_timezone
     from scheduler.exceptions import DagDefinitionError
@@ -186,7 +226,7 @@ def import_dag_file(path: Path, *, default_timezone: str, dags_folder: Path) -> 
         log.sites.clear()
     dag_module.reset_created_dags()
     name = module_name(path)
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=_loader(name, path))
     if spec is None or spec.loader is None:  # pragma: no cover - only for non-.py names
         raise ImportError(f"{path}: cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)

@@ -265,6 +265,21 @@ def _describe_exit(status: int) -> str:
     return f"the task process died: exit code {code}"
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(*, sup_pid: int) -> None:
+    """Linux: the task process gets SIGKILL if its supervisor dies (killed -9, OOM), so no task code
+    runs on while the scheduler retries the try elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != sup_pid:  # the supervisor died before the request took effect
+        os._exit(128 + signal.SIGKILL)
+
+
 def _become_subreaper() -> None:
     """Linux: orphans of the task (detached grandchildren) are re-parented to us, so we can end them."""
     if not sys.platform.startswith("linux"):
@@ -636,7 +651,9 @@ class _Supervisor:
     def run(self) -> int:
         from scheduler.db.engine import make_engine
 
-        self.engine = make_engine(self.settings.sql_alchemy_conn, pool_size=1, max_overflow=2)
+        self.engine = _engine_for(self.settings) or make_engine(
+            self.settings.sql_alchemy_conn, pool_size=1, max_overflow=2
+        )
         try:
             return self._run()
         finally:
@@ -659,6 +676,8 @@ class _Supervisor:
 
     def _finish(self, verdict: _Verdict, info: _TryInfo, policy: RetryPolicy) -> int:
         other = self._record(verdict, info, policy)
+        if other is None:
+            _announce_recorded(self.w)
         if other is not None:
             self.log.warning("state changed externally to %s; not recording %s", other, verdict.state.value)
             return EXIT_OK
@@ -1008,6 +1027,7 @@ class _TaskProcess:
         self.out_w = out_w
         self.ctl_r = ctl_r
         self._terminating = False
+        self.sup_pid = os.getppid()
 
     def main(self) -> int:
         from scheduler.db.engine import make_engine
@@ -1018,6 +1038,12 @@ class _TaskProcess:
         sup = self.sup
         w = sup.w
         os.setpgid(0, 0)
+        _die_with_parent(sup_pid=self.sup_pid)
+        global EVENT_FD
+        if EVENT_FD is not None:  # the executor's channel is the supervisor's to use, not the task's
+            with contextlib.suppress(OSError):
+                os.close(EVENT_FD)
+            EVENT_FD = None
         assert sup.log_file is not None and sup.engine is not None
         fd = sup.log_file.fileno()
         os.dup2(fd, 1)
@@ -1043,7 +1069,9 @@ class _TaskProcess:
         def engine_factory() -> Engine:
             # Made on first use: a task that pulls nothing and reads no Variable never connects.
             if not engines:
-                engines.append(make_engine(sup.settings.sql_alchemy_conn, pool_size=1, max_overflow=4))
+                # The supervisor's engine, its pool emptied above: its dialect and compiled
+                # statements come along, its connections do not.
+                engines.append(sup.engine or make_engine(sup.settings.sql_alchemy_conn, pool_size=1, max_overflow=4))
             return engines[0]
 
         xcom = TryXComStore(engine_factory, dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id,
@@ -1322,4 +1350,84 @@ def warm_up(settings: Settings) -> None:
     from scheduler.db.engine import make_engine
 
     configure_mappers()
-    make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=0).dispose()  # loads the dialect
+    global _WARM_ENGINE
+    engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2)
+    try:
+        with engine.connect() as connection:  # the dialect initialises itself on the first connection
+            connection.rollback()
+    except Exception as exc:  # noqa: BLE001 - a database that is away now is reported by the tries
+        logging.getLogger(__name__).warning("task runner warm-up could not reach the database: %s", exc)
+    else:
+        _rehearse(engine, settings)
+    engine.dispose()
+    _WARM_ENGINE = (settings.sql_alchemy_conn, engine)
+
+
+_REHEARSAL_DAG = "__updraft_runner_warm_up__"
+
+
+def _rehearse(engine: Engine, settings: Settings) -> None:
+    """Claim, heartbeat and record one made-up try inside a transaction that is rolled back.
+
+    SQLAlchemy compiles each statement once per engine; done here, in the fork server,
+    the compiled forms are inherited by every try instead of being rebuilt (and the
+    memory they touch copied) in each one. Nothing is left in the database.
+    """
+    from scheduler.clock import utcnow
+    from scheduler.db.models import Dag, DagRun, TaskInstance
+    from scheduler.states import DagRunState, DagRunType
+
+    log = logging.getLogger(__name__)
+    now = utcnow()
+    try:
+        with engine.connect() as connection:
+            outer = connection.begin()
+            try:
+                connection.execute(Dag.__table__.insert().values(dag_id=_REHEARSAL_DAG, fileloc="", is_paused=True))
+                connection.execute(DagRun.__table__.insert().values(
+                    dag_id=_REHEARSAL_DAG, run_id="warm_up", run_type=DagRunType.MANUAL, state=DagRunState.RUNNING,
+                    logical_date=now, run_after=now, conf={}, updated_at=now,
+                ))
+                ti_id = connection.execute(TaskInstance.__table__.insert().values(
+                    dag_id=_REHEARSAL_DAG, run_id="warm_up", task_id="t", state=S.QUEUED, try_number=1,
+                    updated_at=now,
+                )).inserted_primary_key[0]
+                workload = TaskWorkload(ti_id=int(ti_id), dag_id=_REHEARSAL_DAG, run_id="warm_up", task_id="t",
+                                        map_index=-1, try_number=1, fileloc="")
+                sup = _Supervisor(workload, settings)
+                sup.engine = connection  # type: ignore[assignment] - sessions join the outer transaction
+                lost, info = sup._claim()
+                if lost is None and info is not None:
+                    sup._heartbeat()
+                    verdict = _Verdict(S.SUCCESS, rendered_fields={}, xcoms={"return_value": 1})
+                    sup._record(verdict, info, RetryPolicy())
+            finally:
+                outer.rollback()
+    except Exception as exc:  # noqa: BLE001 - only speed is lost
+        log.warning("task runner warm-up rehearsal skipped: %s", exc)
+
+
+#: A copy of the executor's event channel, set by the fork server in each child (None elsewhere).
+EVENT_FD: int | None = None
+
+
+def _announce_recorded(workload: TaskWorkload) -> None:
+    """Tell the executor (and so the sleeping scheduler) that the try's state is committed."""
+    if EVENT_FD is None:
+        return
+    line = json.dumps({"event": "recorded", "key": list(workload.key)}) + "\n"
+    with contextlib.suppress(OSError):
+        os.write(EVENT_FD, line.encode())  # one write under PIPE_BUF: atomic among the writers
+
+
+#: (URL, engine) made by :func:`warm_up` in the fork server and used by the tries it forks.
+_WARM_ENGINE: tuple[str, Engine] | None = None
+
+
+def _engine_for(settings: Settings) -> Engine | None:
+    """The warmed engine when it is for this database; its pool is emptied for this process."""
+    if _WARM_ENGINE is None or _WARM_ENGINE[0] != settings.sql_alchemy_conn:
+        return None
+    engine = _WARM_ENGINE[1]
+    engine.dispose(close=False)  # never use connections another process opened
+    return engine

@@ -99,6 +99,8 @@ class TaskScheduler:
         self._next_dead_check = 0.0
         self._reconciled = False
         self._warned_pools: set[str] = set()
+        #: Runs this scheduler finished (the run side then has work: queued runs, held-back runs).
+        self.runs_finished = 0
 
     def run_once(self, now: datetime) -> datetime | None:
         """One pass of the four steps; returns when a waiting instance or a run timeout is next due (None: none)."""
@@ -160,11 +162,15 @@ class TaskScheduler:
         return next_due
 
     def _schedule_run(self, run: DagRun, now: datetime) -> datetime | None:
+        """Decide one run in a read-only transaction; write (compare-and-set) only when something changes.
+
+        Most iterations change nothing in most runs, and on SQLite a read never waits for
+        the write lock that the task runners keep taking.
+        """
         from scheduler.db import scheduling
         from scheduler.db.engine import session_scope
 
-        callback: CallbackWorkload | None = None
-        with session_scope(self.engine) as session:
+        with session_scope(self.engine, readonly=True) as session:
             found = self._dags.get(session, run.dag_id)
             if found is None:
                 return None  # the DAG vanished; its runs wait until it is back (or are marked by a user)
@@ -172,28 +178,15 @@ class TaskScheduler:
             rows = scheduling.run_task_instances(session, run.dag_id, run.run_id)
             present = {r.task_id for r in rows}
             missing = [t for t in sdag.task_order if t not in present]
-            if missing:
-                scheduling.create_task_instances(session, sdag, run.run_id, weights, missing, now=now)
-                rows = scheduling.run_task_instances(session, run.dag_id, run.run_id)
-            for row in rows:
-                if row.task_id not in sdag.tasks and row.state not in (S.REMOVED, S.SUCCESS, S.FAILED, S.SKIPPED):
-                    scheduling.set_ti_state(session, row.id, row.state, S.REMOVED, now=now)
+            removed = [
+                r for r in rows
+                if r.task_id not in sdag.tasks and r.state not in (S.REMOVED, S.SUCCESS, S.FAILED, S.SKIPPED)
+            ]
             rows = [r for r in rows if r.task_id in sdag.tasks]
-
             timeout_at = run.start_date + sdag.dagrun_timeout if sdag.dagrun_timeout and run.start_date else None
-            if timeout_at is not None and now >= timeout_at:
-                skipped = scheduling.unfinished_to(session, run.dag_id, run.run_id, S.SKIPPED, now=now)
-                if scheduling.finish_run(session, run.id, DagRunState.FAILED, now=now):
-                    logger.info(
-                        "DAG %s: run %s timed out after %s; %d unfinished tasks skipped",
-                        run.dag_id, run.run_id, sdag.dagrun_timeout, skipped,
-                    )
-                    callback = self._dag_callback(sdag, run, DagRunState.FAILED, "timed_out")
-                timeout_at = None
-            else:
-                states = {r.task_id: r.state for r in rows}
-                retry_at = {r.task_id: r.next_retry_at for r in rows}
-                by_task = {r.task_id: r for r in rows}
+            timed_out = timeout_at is not None and now >= timeout_at
+            plan = None
+            if not missing and not timed_out:
                 past_cache: dict[str, dict[str, S] | None] = {}
 
                 def past_allows(task_id: str) -> bool:
@@ -209,23 +202,47 @@ class TaskScheduler:
                         return True  # the first run
                     return previous.get(task_id) in (S.SUCCESS, S.SKIPPED)
 
-                plan = plan_run(sdag, states, retry_at, now, past_allows=past_allows)
+                plan = plan_run(
+                    sdag, {r.task_id: r.state for r in rows}, {r.task_id: r.next_retry_at for r in rows}, now,
+                    past_allows=past_allows,
+                )
+        if plan is not None and not plan.changes and plan.run_state is None and not removed:
+            return _earliest(plan.next_due, timeout_at)  # nothing to write
+
+        callback: CallbackWorkload | None = None
+        next_due: datetime | None = None
+        with session_scope(self.engine) as session:
+            for row in removed:
+                scheduling.set_ti_state(session, row.id, row.state, S.REMOVED, now=now)
+            if missing:
+                scheduling.create_task_instances(session, sdag, run.run_id, weights, missing, now=now)
+            elif timed_out:
+                skipped = scheduling.unfinished_to(session, run.dag_id, run.run_id, S.SKIPPED, now=now)
+                if scheduling.finish_run(session, run.id, DagRunState.FAILED, now=now):
+                    self.runs_finished += 1
+                    logger.info(
+                        "DAG %s: run %s timed out after %s; %d unfinished tasks skipped",
+                        run.dag_id, run.run_id, sdag.dagrun_timeout, skipped,
+                    )
+                    callback = self._dag_callback(sdag, run, DagRunState.FAILED, "timed_out")
+            elif plan is not None:
+                by_task = {r.task_id: r for r in rows}
                 for task_id, (old, new, why) in plan.changes.items():
                     if scheduling.set_ti_state(session, by_task[task_id].id, old, new, now=now):
                         if new is not S.SCHEDULED or old is not S.NONE:
                             logger.info("DAG %s run %s: %s %s -> %s (%s)", run.dag_id, run.run_id, task_id, old, new, why)
                 if plan.run_state is not None and scheduling.finish_run(session, run.id, plan.run_state, now=now):
+                    self.runs_finished += 1
                     logger.info("DAG %s: run %s finished %s (%s)", run.dag_id, run.run_id, plan.run_state, plan.run_reason)
                     reason = "success" if plan.run_state is DagRunState.SUCCESS else plan.run_reason.split(":")[0]
                     callback = self._dag_callback(sdag, run, plan.run_state, reason)
-                    timeout_at = None
-                next_due = plan.next_due
-                if timeout_at is not None and (next_due is None or timeout_at < next_due):
-                    next_due = timeout_at
-                timeout_at = next_due
+                else:
+                    next_due = _earliest(plan.next_due, timeout_at)
         if callback is not None:
             self.executor.queue(callback)
-        return timeout_at
+        if missing:
+            return self._schedule_run(run, now)  # decide the new instances in this same pass
+        return next_due
 
     def _dag_callback(self, sdag: SerializedDAG, run: DagRun, state: DagRunState, reason: str) -> CallbackWorkload | None:
         wanted = "has_on_success_callback" if state is DagRunState.SUCCESS else "has_on_failure_callback"
@@ -246,6 +263,9 @@ class TaskScheduler:
         slots = self.executor.open_slots()
         if slots <= 0:
             return 0
+        with session_scope(self.engine, readonly=True) as session:
+            if not scheduling.any_scheduled(session):
+                return 0  # no write transaction (and no wait for the write lock) for nothing
         default_limit = int(self.settings.get("core", "max_active_tasks_per_dag"))
 
         def unit() -> list[scheduling.Candidate]:
@@ -371,7 +391,8 @@ class TaskScheduler:
                 try_number=ti.try_number,
             )
             changed = scheduling.fail_lost_try(
-                session, ti, retry=retry, next_retry_at=now + delay if retry else None, now=now
+                session, ti, retry=retry, next_retry_at=now + delay if retry else None, now=now,
+                reason=f"the task's process ended without recording its state: {why}",
             )
         if not changed:
             return
@@ -390,6 +411,11 @@ class TaskScheduler:
                     reason=f"the task's process ended without recording its state: {why}",
                 )
             )
+
+
+def _earliest(*times: datetime | None) -> datetime | None:
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
 
 
 def _pid_alive(pid: int | None) -> bool:

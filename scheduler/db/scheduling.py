@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import CursorResult, and_, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from scheduler.db.models import DEFAULT_POOL, Dag, DagRun, Pool, TaskInstance
+from scheduler.db.models import DEFAULT_POOL, Dag, DagRun, Log, Pool, TaskInstance, TaskInstanceHistory
 from scheduler.serialization import SerializedDAG
 from scheduler.states import DagRunState, TaskInstanceState
 
@@ -192,6 +192,11 @@ def scheduled_candidates(
     return [Candidate(*row) for row in session.execute(query)]
 
 
+def any_scheduled(session: Session) -> bool:
+    """Whether any task instance is scheduled (waiting to be queued)."""
+    return session.scalar(select(TaskInstance.id).where(TaskInstance.state == S.SCHEDULED).limit(1)) is not None
+
+
 def occupied_by_run(session: Session, dag_ids: Iterable[str]) -> dict[tuple[str, str], int]:
     """(dag_id, run_id) -> task instances queued or running: what max_active_tasks counts (per run, as in Airflow 3)."""
     ids = sorted(set(dag_ids))
@@ -278,9 +283,13 @@ def in_flight(session: Session, *, ti_ids: Sequence[int] | None = None) -> list[
 
 
 def fail_lost_try(
-    session: Session, ti: InFlight, *, retry: bool, next_retry_at: datetime | None, now: datetime
+    session: Session, ti: InFlight, *, retry: bool, next_retry_at: datetime | None, now: datetime, reason: str = ""
 ) -> bool:
-    """A try whose process is gone without recording its end -> up_for_retry or failed (compare-and-set)."""
+    """A try whose process is gone without recording its end -> up_for_retry or failed (compare-and-set).
+
+    Like a try the runner records, it leaves a task_instance_history row (state failed) and
+    a ``log`` row with the reason.
+    """
     result = session.execute(
         update(TaskInstance)
         .where(TaskInstance.id == ti.id, TaskInstance.state == ti.state, TaskInstance.try_number == ti.try_number)
@@ -292,7 +301,24 @@ def fail_lost_try(
             updated_at=now,
         )
     )
-    return _rowcount(result) == 1
+    if _rowcount(result) != 1:
+        return False
+    start = session.scalar(select(TaskInstance.start_date).where(TaskInstance.id == ti.id)) or now
+    session.execute(
+        insert(TaskInstanceHistory).values(
+            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index,
+            try_number=ti.try_number, state=S.FAILED, start_date=start, end_date=now,
+            duration=max((now - start).total_seconds(), 0.0), hostname=ti.hostname,
+        )
+    )
+    session.execute(
+        insert(Log).values(
+            dttm=now, event=(S.UP_FOR_RETRY if retry else S.FAILED).value, owner=None, dag_id=ti.dag_id,
+            run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index, try_number=ti.try_number,
+            extra=reason or None,
+        )
+    )
+    return True
 
 
 def requeue_lost(session: Session, ti: InFlight, *, now: datetime) -> bool:

@@ -26,6 +26,7 @@ never reaches the server; the server ignores SIGINT (the scheduler decides).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import selectors
@@ -33,6 +34,7 @@ import signal
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 #: Workload keys by child pid.
@@ -47,11 +49,19 @@ def _emit(event: dict[str, Any]) -> None:
         pass  # the scheduler is gone; children still record their states in the database
 
 
-def _run_child(workload: Any, settings: Any, close_fds: list[int]) -> None:
-    """In the forked child: detach from the server's channels and run the workload; never returns."""
+def _run_child(workload: Any, settings: Any, close_fds: list[int], *, report_fd: bool = True) -> None:
+    """In the forked child: detach from the server's channels and run the workload; never returns.
+
+    With ``report_fd`` the child keeps a copy of the event channel (stdout) on which the task
+    runner announces a recorded state at once, before its process exits.
+    """
     code = 1
     try:
         os.setpgid(0, 0)
+        if report_fd:
+            import scheduler.task_runner as task_runner
+
+            task_runner.EVENT_FD = os.dup(1)
         for fd in close_fds:
             try:
                 os.close(fd)
@@ -124,6 +134,10 @@ def main() -> int:
 
     settings = load_settings()
     warm_up(settings)  # every child starts with what a try needs already imported
+    # Objects that exist now are never collected by the children's garbage collector, so it
+    # never writes to (and so never copies) the pages they share with this process.
+    gc.collect()
+    gc.freeze()
     grace = float(settings.get("core", "killed_task_cleanup_time"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: (_terminate_children(grace), os._exit(0)))
@@ -164,6 +178,8 @@ def main() -> int:
 
 
 def _handle(line: bytes, settings: Any, close_in_child: list[int], from_json: Any, grace: float) -> None:
+    from scheduler.parse_worker import precompile
+
     try:
         message = json.loads(line)
         op = message.get("op")
@@ -182,6 +198,7 @@ def _handle(line: bytes, settings: Any, close_in_child: list[int], from_json: An
         _emit({"event": "rejected", "key": None, "error": str(exc)})
         return
     key = list(workload.key)
+    precompile(Path(workload.fileloc))  # compiled once here, not in every child
     pid = os.fork()
     if pid == 0:
         _run_child(workload, settings, close_in_child)

@@ -36,7 +36,7 @@ class InlineExecutor(BaseExecutor):
         self.history.append(workload)
         pid = os.fork()
         if pid == 0:
-            _run_child(workload, self.settings, [])
+            _run_child(workload, self.settings, [], report_fd=False)
         _, status = os.waitpid(pid, 0)
         self._events.append(
             ExecutorEvent(key=workload.key, kind=workload.kind, returncode=os.waitstatus_to_exitcode(status), pid=pid)

@@ -149,6 +149,10 @@ class LocalExecutor(BaseExecutor):
             if event == "ready":
                 logger.info("LocalExecutor: fork server ready (pid %s)", message.get("pid"))
                 continue
+            if event == "recorded":
+                # A runner committed its try's state: the loop can move on before the process exits.
+                self._on_event()
+                continue
             with self._lock:
                 if event == "started" and key is not None:
                     self._pids[key] = int(message["pid"])
