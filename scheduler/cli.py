@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -673,8 +674,7 @@ def _add_ti_commands(dags: Any, tasks: Any) -> None:
 # --- scheduler ----------------------------------------------------------------------------------
 
 
-def cmd_scheduler(ctx: Context) -> int:
-    """Run the scheduler loop until SIGTERM or SIGINT; logs to stderr at INFO (DEBUG with -v)."""
+def _run_scheduler(ctx: Context) -> int:
     from scheduler.loop import Scheduler
 
     if not ctx.args.verbose:
@@ -687,6 +687,33 @@ def cmd_scheduler(ctx: Context) -> int:
     with Scheduler(ctx.engine, ctx.settings) as scheduler:
         scheduler.run()
     return 0
+
+
+def cmd_scheduler(ctx: Context) -> int:
+    """Run the scheduler loop until SIGTERM or SIGINT; logs to stderr at INFO (DEBUG with -v)."""
+    return _run_scheduler(ctx)
+
+
+def cmd_standalone(ctx: Context) -> int:
+    """Everything on this machine in one command: migrate, then the scheduler (web UI: a later version)."""
+    from scheduler.db.engine import mask_url
+
+    settings = ctx.settings
+    ctx.ensure_database()
+    lines = [
+        "updraft standalone",
+        f"  home:        {settings.home}",
+        f"  database:    {mask_url(settings.sql_alchemy_conn)}",
+        f"  dags folder: {settings.dags_folder}",
+        f"  task logs:   {settings.log_folder}",
+        f"  scheduler:   pid {os.getpid()}, {settings.get('core', 'executor')}, "
+        f"parallelism {settings.get('core', 'parallelism')}",
+        "  webserver:   not in this version yet (use the CLI: updraft dags list | trigger | list-runs)",
+        "  stop with Ctrl-C (running tries are given "
+        f"{settings.get('scheduler', 'graceful_shutdown_timeout'):.0f} s to finish)",
+    ]
+    print("\n".join(lines), flush=True)
+    return _run_scheduler(ctx)
 
 
 def cmd_version(ctx: Context | None) -> int:
@@ -712,6 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scheduler", help="run the scheduler (until SIGTERM or Ctrl-C)")
     p.set_defaults(func=cmd_scheduler)
+    p = sub.add_parser("standalone", help="migrate and run everything on this machine (until Ctrl-C)")
+    p.set_defaults(func=cmd_standalone)
 
     db = sub.add_parser("db", help="the metadata database").add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     db.required = True

@@ -23,7 +23,9 @@ compare-and-set UPDATE, so a second scheduler (or this one after a crash) never
 duplicates anything. Each DAG's work is its own short transaction; a DAG whose
 serialized form or schedule cannot be evaluated is logged and skipped, the others go on.
 
-(Executing the runs' tasks and finishing runs come later: runs stay running.)
+With an executor (``run()`` always has one), each iteration then runs the task side,
+:class:`scheduler.task_scheduling.TaskScheduler`: deciding the running runs' task
+instances, queueing them to the executor, finishing runs, failing lost tries.
 """
 
 from __future__ import annotations

@@ -1333,6 +1333,8 @@ def warm_up(settings: Settings) -> None:
     no database connection.
     """
     import jinja2  # noqa: F401
+    import jinja2.ext  # noqa: F401 - every template environment loads the 'do' extension
+    import jinja2.nativetypes  # noqa: F401
     import jsonschema  # noqa: F401
     from sqlalchemy.orm import configure_mappers
 
