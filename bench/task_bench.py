@@ -127,7 +127,7 @@ def main() -> int:
                 run_id = f"chain_{i}"
                 run_cli(env, "dags", "trigger", "chain", "--run-id", run_id)
                 rows = sorted(wait_run(home / "updraft.db", "chain", run_id), key=lambda r: r[0])
-                gaps = [(b[1] - a[2]).total_seconds() for a, b in zip(rows, rows[1:])]
+                gaps = [(b[1] - a[2]).total_seconds() for a, b in zip(rows, rows[1:], strict=False)]
                 hops.append(statistics.median(gaps))
                 spans.append((rows[-1][2] - rows[0][1]).total_seconds())
                 run_id = f"fanout_{i}"

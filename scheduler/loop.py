@@ -48,9 +48,9 @@ if TYPE_CHECKING:
     from scheduler.config import Settings
     from scheduler.db.store import DagHead
     from scheduler.executors.base import BaseExecutor
-    from scheduler.task_scheduling import TaskScheduler
     from scheduler.parsing import ParserPool
     from scheduler.serialization import SerializedDAG
+    from scheduler.task_scheduling import TaskScheduler
     from scheduler.timetables.base import DagRunInfo
     from scheduler.watch import DatabaseWatcher, FolderWatcher
 

@@ -1064,6 +1064,8 @@ class _TaskProcess:
         root.setLevel(sup.settings.get("logging", "logging_level"))
 
         sup.engine.dispose(close=False)
+        global _ENGINE_OWNER_PID
+        _ENGINE_OWNER_PID = os.getpid()
         engines: list[Engine] = []
 
         def engine_factory() -> Engine:
@@ -1375,6 +1377,8 @@ def _rehearse(engine: Engine, settings: Settings) -> None:
     the compiled forms are inherited by every try instead of being rebuilt (and the
     memory they touch copied) in each one. Nothing is left in the database.
     """
+    from sqlalchemy import insert
+
     from scheduler.clock import utcnow
     from scheduler.db.models import Dag, DagRun, TaskInstance
     from scheduler.states import DagRunState, DagRunType
@@ -1385,19 +1389,22 @@ def _rehearse(engine: Engine, settings: Settings) -> None:
         with engine.connect() as connection:
             outer = connection.begin()
             try:
-                connection.execute(Dag.__table__.insert().values(dag_id=_REHEARSAL_DAG, fileloc="", is_paused=True))
-                connection.execute(DagRun.__table__.insert().values(
+                connection.execute(insert(Dag).values(dag_id=_REHEARSAL_DAG, fileloc="", is_paused=True))
+                connection.execute(insert(DagRun).values(
                     dag_id=_REHEARSAL_DAG, run_id="warm_up", run_type=DagRunType.MANUAL, state=DagRunState.RUNNING,
                     logical_date=now, run_after=now, conf={}, updated_at=now,
                 ))
-                ti_id = connection.execute(TaskInstance.__table__.insert().values(
+                inserted = connection.execute(insert(TaskInstance).values(
                     dag_id=_REHEARSAL_DAG, run_id="warm_up", task_id="t", state=S.QUEUED, try_number=1,
                     updated_at=now,
-                )).inserted_primary_key[0]
+                )).inserted_primary_key
+                assert inserted is not None
+                ti_id = inserted[0]
                 workload = TaskWorkload(ti_id=int(ti_id), dag_id=_REHEARSAL_DAG, run_id="warm_up", task_id="t",
                                         map_index=-1, try_number=1, fileloc="")
                 sup = _Supervisor(workload, settings)
-                sup.engine = connection  # type: ignore[assignment] - sessions join the outer transaction
+                # Sessions bound to this connection join its transaction, which is rolled back below.
+                sup.engine = connection  # type: ignore[assignment]
                 lost, info = sup._claim()
                 if lost is None and info is not None:
                     sup._heartbeat()
@@ -1426,10 +1433,27 @@ def _announce_recorded(workload: TaskWorkload) -> None:
 _WARM_ENGINE: tuple[str, Engine] | None = None
 
 
+_ENGINE_OWNER_PID: int | None = None
+
+
 def _engine_for(settings: Settings) -> Engine | None:
-    """The warmed engine when it is for this database; its pool is emptied for this process."""
+    """The warmed engine when it is for this database; its pool is emptied once in each process."""
+    global _ENGINE_OWNER_PID
     if _WARM_ENGINE is None or _WARM_ENGINE[0] != settings.sql_alchemy_conn:
         return None
     engine = _WARM_ENGINE[1]
-    engine.dispose(close=False)  # never use connections another process opened
+    if _ENGINE_OWNER_PID != os.getpid():
+        engine.dispose(close=False)  # never use connections another process opened
+        _ENGINE_OWNER_PID = os.getpid()
     return engine
+
+
+def prepare(settings: Settings) -> None:
+    """Open this process's database connection ahead of its workload (a spare runner of the fork
+    server), so a try's claim does not wait for connecting. Failures are left for the try."""
+    engine = _engine_for(settings)
+    if engine is None:
+        return
+    with contextlib.suppress(Exception):
+        with engine.connect() as connection:
+            connection.rollback()

@@ -27,6 +27,7 @@ Every change is a compare-and-set (see :mod:`scheduler.db.scheduling`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -152,7 +153,8 @@ class TaskScheduler:
         for run in retry_transient(load, what="listing running runs"):
             try:
                 due = retry_transient(
-                    lambda run=run: self._schedule_run(run, now), what=f"DAG {run.dag_id}: scheduling run {run.run_id}"
+                    functools.partial(self._schedule_run, run, now),
+                    what=f"DAG {run.dag_id}: scheduling run {run.run_id}",
                 )
             except Exception:
                 logger.exception("DAG %s: cannot schedule the tasks of run %s; trying again later", run.dag_id, run.run_id)

@@ -279,7 +279,7 @@ def in_flight(session: Session, *, ti_ids: Sequence[int] | None = None) -> list[
         if not ti_ids:
             return []
         query = query.where(TaskInstance.id.in_(list(ti_ids)))
-    return [InFlight(*row) for row in session.execute(query)]
+    return [InFlight(*tuple(row)) for row in session.execute(query)]
 
 
 def fail_lost_try(

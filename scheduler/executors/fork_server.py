@@ -39,6 +39,13 @@ from typing import Any
 
 #: Workload keys by child pid.
 _children: dict[int, tuple[list[Any], str]] = {}
+#: Spare runners (forked, connected to the database, waiting for a workload): pid -> write end of
+#: the pipe their workload will arrive on.
+_spares: dict[int, int] = {}
+#: Spares told to go away, not reaped yet.
+_dismissed: set[int] = set()
+#: How many spares are kept ready: a try then starts without waiting for a fork and a connection.
+SPARES = 2
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -57,23 +64,7 @@ def _run_child(workload: Any, settings: Any, close_fds: list[int], *, report_fd:
     """
     code = 1
     try:
-        os.setpgid(0, 0)
-        if report_fd:
-            import scheduler.task_runner as task_runner
-
-            task_runner.EVENT_FD = os.dup(1)
-        for fd in close_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        os.dup2(2, 1)
+        _detach([*close_fds, *_spares.values()], report_fd=report_fd)
         from scheduler.task_runner import run_workload
 
         code = run_workload(workload, settings)
@@ -93,14 +84,76 @@ def _run_child(workload: Any, settings: Any, close_fds: list[int], *, report_fd:
         os._exit(code if isinstance(code, int) else 1)
 
 
+def _detach(close_fds: list[int], *, report_fd: bool) -> None:
+    """In a forked child: a process group of its own, none of the server's channels (see _run_child)."""
+    os.setpgid(0, 0)
+    if report_fd:
+        import scheduler.task_runner as task_runner
+
+        task_runner.EVENT_FD = os.dup(1)
+    for fd in close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+
+
+def _fork_spare(settings: Any, close_in_child: list[int]) -> None:
+    """Fork a spare runner: it connects to the database, then waits for one workload on a pipe."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(write_end)
+            _detach([*close_in_child, *_spares.values()], report_fd=True)
+            from scheduler.task_runner import prepare, run_workload
+            from scheduler.workloads import from_json
+
+            prepare(settings)
+            chunks = []
+            while chunk := os.read(read_end, 65536):
+                chunks.append(chunk)
+            if not chunks:
+                os._exit(0)  # the server closed the pipe: no work, go away
+            code = run_workload(from_json(b"".join(chunks)), settings)
+        except BaseException:  # noqa: BLE001
+            try:
+                sys.stderr.write(f"spare runner failed:\n{traceback.format_exc()}")
+                sys.stderr.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        finally:
+            os._exit(code if isinstance(code, int) else 1)
+    os.close(read_end)
+    _spares[pid] = write_end
+
+
 def _reap() -> None:
-    while _children:
+    while _children or _spares or _dismissed:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if pid in _dismissed:
+            _dismissed.discard(pid)
+            continue
+        spare = _spares.pop(pid, None)
+        if spare is not None:  # died while idle: nothing to report, a new one is forked
+            try:
+                os.close(spare)
+            except OSError:
+                pass
+            continue
         entry = _children.pop(pid, None)
         if entry is None:
             continue
@@ -109,7 +162,19 @@ def _reap() -> None:
         _emit({"event": "exited", "key": key, "kind": kind, "pid": pid, "returncode": returncode})
 
 
+def _dismiss_spares() -> None:
+    """Close every spare's pipe: each reads end-of-file and exits without running anything."""
+    for pid, fd in list(_spares.items()):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        _dismissed.add(pid)
+    _spares.clear()
+
+
 def _terminate_children(grace: float) -> None:
+    _dismiss_spares()
     for pid in list(_children):
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -128,9 +193,8 @@ def _terminate_children(grace: float) -> None:
 
 def main() -> int:
     from scheduler.config import load_settings
-    from scheduler.workloads import from_json
-
     from scheduler.task_runner import warm_up
+    from scheduler.workloads import from_json
 
     settings = load_settings()
     warm_up(settings)  # every child starts with what a try needs already imported
@@ -140,7 +204,12 @@ def main() -> int:
     gc.freeze()
     grace = float(settings.get("core", "killed_task_cleanup_time"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: (_terminate_children(grace), os._exit(0)))
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        _terminate_children(grace)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -154,7 +223,10 @@ def main() -> int:
     _emit({"event": "ready", "key": None, "pid": os.getpid()})
     buffer = b""
     reading = True
-    while reading or _children:
+    while reading or _children or _dismissed:
+        if reading:
+            while len(_spares) < SPARES:
+                _fork_spare(settings, close_in_child)
         for selected, _ in selector.select(timeout=1.0 if reading else 0.2):
             if selected.data == "sigchld":
                 try:
@@ -167,6 +239,7 @@ def main() -> int:
             if not chunk:
                 reading = False
                 selector.unregister(0)
+                _dismiss_spares()
                 continue
             buffer += chunk
             while b"\n" in buffer:
@@ -199,11 +272,36 @@ def _handle(line: bytes, settings: Any, close_in_child: list[int], from_json: An
         return
     key = list(workload.key)
     precompile(Path(workload.fileloc))  # compiled once here, not in every child
-    pid = os.fork()
-    if pid == 0:
-        _run_child(workload, settings, close_in_child)
+    pid = _give_to_spare(line_for_spare(message))
+    if pid is None:
+        pid = os.fork()
+        if pid == 0:
+            _run_child(workload, settings, close_in_child)
     _children[pid] = (key, workload.kind)
     _emit({"event": "started", "key": key, "pid": pid})
+
+
+def line_for_spare(message: dict[str, Any]) -> bytes:
+    return json.dumps(message.get("workload")).encode()
+
+
+def _give_to_spare(data: bytes) -> int | None:
+    """Hand a workload to a waiting spare runner; its pid, or None when there is none ready."""
+    while _spares:
+        pid, fd = next(iter(_spares.items()))
+        del _spares[pid]
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.close(fd)
+            return pid
+        except OSError:  # the spare died meanwhile: it is reaped as such; try the next
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    return None
 
 
 if __name__ == "__main__":

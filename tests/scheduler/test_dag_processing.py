@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from scheduler.config import Settings, load_settings
+from scheduler.config import Settings
 from scheduler.dag_processing import SyncReport, sync_dag_folder
 from scheduler.db import store
 from scheduler.db.engine import session_scope
 from scheduler.db.models import DagCode
 from scheduler.parsing import ParserPool
+from tests.scheduler.dagfolder import folder_settings, make_folder
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -35,22 +36,12 @@ BROKEN = "from scheduler import DAG\nraise RuntimeError('not today')\n"
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    path = tmp_path / "dags"
-    path.mkdir()
-    return path
+    return make_folder(tmp_path)
 
 
 @pytest.fixture
 def settings(tmp_path: Path, folder: Path) -> Settings:
-    return load_settings(
-        {
-            "UPDRAFT_HOME": str(tmp_path / "home"),
-            "UPDRAFT__CORE__DAGS_FOLDER": str(folder),
-            "UPDRAFT__CORE__DAGBAG_IMPORT_TIMEOUT": "10",
-            "UPDRAFT__CORE__PARSING_PROCESSES": "2",
-        },
-        cwd=tmp_path,
-    )
+    return folder_settings(tmp_path, folder, import_timeout="10", processes="2")
 
 
 def write(folder: Path, name: str, text: str | bytes, *, mtime: float | None = None) -> Path:

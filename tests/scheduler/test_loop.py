@@ -7,7 +7,6 @@ due (11 runs), each with the data interval [previous midnight, its midnight].
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,12 +14,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select, update
 
-from scheduler.config import Settings, load_settings
+from scheduler.config import Settings
 from scheduler.db import store
 from scheduler.db.engine import session_scope
 from scheduler.db.models import Dag, DagRun, SerializedDag
 from scheduler.loop import Scheduler
 from scheduler.states import DagRunState, DagRunType
+from tests.scheduler.dagfolder import dag_source, folder_settings, make_folder, write
 
 NOW = datetime(2024, 5, 11, 12, 0, tzinfo=UTC)
 
@@ -29,48 +29,20 @@ def day(d: int, month: int = 5, hour: int = 0) -> datetime:
     return datetime(2024, month, d, hour, tzinfo=UTC)
 
 
-def dag_source(dag_id: str, *, schedule: str = "@daily", catchup: bool = True, max_active_runs: int = 50) -> str:
-    return (
-        "from datetime import datetime\n"
-        "from scheduler import DAG, EmptyOperator\n"
-        f"with DAG({dag_id!r}, schedule={schedule!r}, start_date=datetime(2024, 5, 1), catchup={catchup},\n"
-        f"         max_active_runs={max_active_runs}):\n"
-        "    EmptyOperator(task_id='noop')\n"
-    )
-
-
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    path = tmp_path / "dags"
-    path.mkdir()
-    return path
+    return make_folder(tmp_path)
 
 
 @pytest.fixture
 def settings(tmp_path: Path, folder: Path) -> Settings:
-    return load_settings(
-        {
-            "UPDRAFT_HOME": str(tmp_path / "home"),
-            "UPDRAFT__CORE__DAGS_FOLDER": str(folder),
-            "UPDRAFT__CORE__DAGBAG_IMPORT_TIMEOUT": "20",
-            "UPDRAFT__CORE__PARSING_PROCESSES": "1",
-        },
-        cwd=tmp_path,
-    )
+    return folder_settings(tmp_path, folder)
 
 
 @pytest.fixture
 def scheduler(db_engine: Engine, settings: Settings) -> Iterator[Scheduler]:
     with Scheduler(db_engine, settings) as s:
         yield s
-
-
-def write(folder: Path, name: str, text: str) -> None:
-    """Write a DAG file; its mtime moves one second past the old one, so the change is always seen."""
-    path = folder / name
-    old = path.stat().st_mtime if path.exists() else 1_700_000_000.0
-    path.write_text(text)
-    os.utime(path, (old + 1, old + 1))
 
 
 def add_dag(scheduler: Scheduler, folder: Path, dag_id: str, *, paused: bool = False, **kwargs: object) -> None:

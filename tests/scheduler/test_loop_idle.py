@@ -9,7 +9,6 @@ changes. Each test drives ``run_once`` with a fixed ``now`` on both backends.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -21,12 +20,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, select, update
 
-from scheduler.config import Settings, load_settings
+from scheduler.config import Settings
 from scheduler.db import store
 from scheduler.db.engine import session_scope
 from scheduler.db.models import Dag, DagRun, SerializedDag
 from scheduler.loop import Scheduler
 from scheduler.states import DagRunState
+from tests.scheduler.dagfolder import dag_source, folder_settings, make_folder, write
 
 NOW = datetime(2024, 5, 11, 12, 0, tzinfo=UTC)
 #: The far-future DAGs' start date: their first run is due at TOMORROW.
@@ -38,52 +38,21 @@ def day(d: int, month: int = 5, hour: int = 0) -> datetime:
     return datetime(2024, month, d, hour, tzinfo=UTC)
 
 
-def dag_source(
-    dag_id: str, *, schedule: str = "@daily", catchup: bool = True, max_active_runs: int = 50,
-    start: tuple[int, int, int] = (2024, 5, 1),
-) -> str:
-    return (
-        "from datetime import datetime\n"
-        "from scheduler import DAG, EmptyOperator\n"
-        f"with DAG({dag_id!r}, schedule={schedule!r}, start_date=datetime{start!r}, catchup={catchup},\n"
-        f"         max_active_runs={max_active_runs}):\n"
-        "    EmptyOperator(task_id='noop')\n"
-    )
-
-
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    path = tmp_path / "dags"
-    path.mkdir()
-    return path
+    return make_folder(tmp_path)
 
 
 @pytest.fixture
 def settings(tmp_path: Path, folder: Path) -> Settings:
-    return load_settings(
-        {
-            "UPDRAFT_HOME": str(tmp_path / "home"),
-            "UPDRAFT__CORE__DAGS_FOLDER": str(folder),
-            "UPDRAFT__CORE__DAGBAG_IMPORT_TIMEOUT": "20",
-            "UPDRAFT__CORE__PARSING_PROCESSES": "1",
-            # The longest the loop sleeps unless woken; long, so that only a watcher can pass the wake-up tests.
-            "UPDRAFT__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "30",
-        },
-        cwd=tmp_path,
-    )
+    # The longest the loop sleeps unless woken; long, so that only a watcher can pass the wake-up tests.
+    return folder_settings(tmp_path, folder, UPDRAFT__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="30")
 
 
 @pytest.fixture
 def scheduler(db_engine: Engine, settings: Settings) -> Iterator[Scheduler]:
     with Scheduler(db_engine, settings) as s:
         yield s
-
-
-def write(folder: Path, name: str, text: str) -> None:
-    path = folder / name
-    old = path.stat().st_mtime if path.exists() else 1_700_000_000.0
-    path.write_text(text)
-    os.utime(path, (old + 1, old + 1))
 
 
 def add_dags(scheduler: Scheduler, folder: Path, sources: dict[str, str]) -> None:
