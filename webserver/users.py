@@ -1,0 +1,94 @@
+"""Users: create, find, delete, check passwords. Passwords are stored as scrypt hashes, never in clear.
+
+Hash format: ``scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>`` (hashlib.scrypt, 16-byte salt,
+64-byte key), so parameters can change later without breaking stored hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from scheduler.clock import utcnow
+from scheduler.db.models import User
+from scheduler.exceptions import UpdraftError
+from webserver.auth import ROLES
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+MIN_PASSWORD_LENGTH = 8
+
+
+class UserError(UpdraftError):
+    """A user cannot be created or changed as asked (the message says why)."""
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=64)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${key.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    """Whether ``password`` matches the stored hash (constant-time comparison)."""
+    try:
+        scheme, n, r, p, salt, key = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = bytes.fromhex(key)
+        actual = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def create_user(
+    session: Session, *, username: str, password: str, role: str, email: str | None = None,
+    first_name: str = "", last_name: str = "",
+) -> User:
+    """Add a user; UserError for an empty or taken username, a short password or an unknown role."""
+    username = (username or "").strip()
+    if not username:
+        raise UserError("username must not be empty")
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        raise UserError(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if find_user(session, username) is not None:
+        raise UserError(f"user {username!r} already exists")
+    user = User(
+        username=username, email=email, first_name=first_name, last_name=last_name,
+        password_hash=hash_password(password), role=role, active=True, created=utcnow(), failed_login_count=0,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def find_user(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def delete_user(session: Session, username: str) -> None:
+    """Remove a user; UserError when there is no such user."""
+    if find_user(session, username) is None:
+        raise UserError(f"user {username!r} does not exist")
+    session.execute(delete(User).where(User.username == username))
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    """The active user with these credentials, or None (the same answer for a wrong name or password)."""
+    user = find_user(session, username)
+    if user is None or not user.active:
+        hash_password(password)  # as slow as a real check, so timing does not tell names apart
+        return None
+    return user if check_password(password, user.password_hash) else None
