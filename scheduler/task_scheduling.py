@@ -32,10 +32,11 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from scheduler.dagrun_logic import effective_weights, plan_run
+from scheduler.dagrun_logic import RunPlan, effective_weights, plan_run
 from scheduler.states import DagRunState, TaskInstanceState
 from scheduler.workloads import CallbackWorkload, TaskWorkload
 
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
     from scheduler.config import Settings
     from scheduler.db.models import DagRun
-    from scheduler.db.scheduling import InFlight
+    from scheduler.db.scheduling import InFlight, TIRow
     from scheduler.executors.base import BaseExecutor, ExecutorEvent
     from scheduler.serialization import SerializedDAG
 
@@ -57,6 +58,30 @@ S = TaskInstanceState
 DEAD_TASK_CHECK_SECONDS = 5.0
 #: Pages of scheduled candidates read per queueing step when blocked ones fill a page.
 MAX_QUEUE_PAGES = 8
+
+
+@dataclass
+class _RunDecision:
+    """What one read of a running run decided, to be written (or not) in the iteration's write."""
+
+    run: DagRun
+    sdag: SerializedDAG | None = None
+    weights: dict[str, int] = field(default_factory=dict)
+    rows: list[TIRow] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    removed: list[TIRow] = field(default_factory=list)
+    timed_out: bool = False
+    plan: RunPlan | None = None
+    #: When this run next needs a look by time (None: only a change can make it need one).
+    due: datetime | None = None
+
+    @property
+    def writes(self) -> bool:
+        if self.sdag is None:
+            return False
+        if self.missing or self.removed or self.timed_out:
+            return True
+        return self.plan is not None and (bool(self.plan.changes) or self.plan.run_state is not None)
 
 
 class _DagCache:
@@ -141,110 +166,141 @@ class TaskScheduler:
 
     # --- 2. deciding -----------------------------------------------------------------------------
 
-    def schedule_task_instances(self, now: datetime) -> datetime | None:
+    def schedule_task_instances(self, now: datetime, *, _again: bool = True) -> datetime | None:
+        """Decide every running run in one read-only transaction, then write what changes in one more.
+
+        Most iterations change one or two runs; reading them all from one snapshot and
+        writing in a single transaction keeps an iteration to two round trips of
+        transaction overhead, and on SQLite only the write waits for the write lock.
+        Each run's changes are applied in a savepoint: one run that fails to apply is
+        logged and retried next time without undoing the others.
+        """
         from scheduler.db import scheduling
         from scheduler.db.engine import retry_transient, session_scope
 
-        def load() -> list[DagRun]:
+        def read() -> list[_RunDecision]:
+            decisions = []
             with session_scope(self.engine, readonly=True) as session:
-                return scheduling.running_runs(session)
+                for run in scheduling.running_runs(session):
+                    try:
+                        decision = self._decide(session, run, now)
+                    except Exception:
+                        logger.exception(
+                            "DAG %s: cannot decide the tasks of run %s; trying again later", run.dag_id, run.run_id
+                        )
+                        decision = _RunDecision(run=run, due=now + timedelta(seconds=1))
+                    decisions.append(decision)
+            return decisions
 
+        decisions = retry_transient(read, what="deciding running runs")
+        writes = [d for d in decisions if d.writes]
+        callbacks: list[CallbackWorkload] = []
+        if writes:
+            callbacks = retry_transient(functools.partial(self._apply, writes, now), what="writing run decisions")
+        for callback in callbacks:
+            self.executor.queue(callback)
+        if _again and any(d.missing for d in writes):
+            # Decide the instances just created in this same pass (once: a failing insert is not retried here).
+            return self.schedule_task_instances(now, _again=False)
         next_due: datetime | None = None
-        for run in retry_transient(load, what="listing running runs"):
-            try:
-                due = retry_transient(
-                    functools.partial(self._schedule_run, run, now),
-                    what=f"DAG {run.dag_id}: scheduling run {run.run_id}",
-                )
-            except Exception:
-                logger.exception("DAG %s: cannot schedule the tasks of run %s; trying again later", run.dag_id, run.run_id)
-                due = now + timedelta(seconds=1)
-            if due is not None and (next_due is None or due < next_due):
-                next_due = due
+        for decision in decisions:
+            next_due = _earliest(next_due, decision.due)
         return next_due
 
-    def _schedule_run(self, run: DagRun, now: datetime) -> datetime | None:
-        """Decide one run in a read-only transaction; write (compare-and-set) only when something changes.
-
-        Most iterations change nothing in most runs, and on SQLite a read never waits for
-        the write lock that the task runners keep taking.
-        """
+    def _decide(self, session: Session, run: DagRun, now: datetime) -> _RunDecision:
         from scheduler.db import scheduling
+
+        found = self._dags.get(session, run.dag_id)
+        if found is None:
+            return _RunDecision(run=run)  # the DAG vanished; its runs wait until it is back (or a user marks them)
+        sdag, weights = found
+        rows = scheduling.run_task_instances(session, run.dag_id, run.run_id)
+        present = {r.task_id for r in rows}
+        decision = _RunDecision(run=run, sdag=sdag, weights=weights)
+        decision.missing = [t for t in sdag.task_order if t not in present]
+        decision.removed = [
+            r for r in rows
+            if r.task_id not in sdag.tasks and r.state not in (S.REMOVED, S.SUCCESS, S.FAILED, S.SKIPPED)
+        ]
+        decision.rows = [r for r in rows if r.task_id in sdag.tasks]
+        timeout_at = run.start_date + sdag.dagrun_timeout if sdag.dagrun_timeout and run.start_date else None
+        decision.timed_out = timeout_at is not None and now >= timeout_at
+        if decision.missing or decision.timed_out:
+            return decision
+        past_cache: dict[str, dict[str, S] | None] = {}
+
+        def past_allows(task_id: str) -> bool:
+            if run.logical_date is None:
+                return True
+            if "states" not in past_cache:
+                wanting = [t for t in sdag.task_order if sdag.tasks[t].get("depends_on_past")]
+                past_cache["states"] = scheduling.previous_run_states(session, run.dag_id, run.logical_date, wanting)
+            previous = past_cache["states"]
+            if previous is None:
+                return True  # the first run
+            return previous.get(task_id) in (S.SUCCESS, S.SKIPPED)
+
+        rows = decision.rows
+        decision.plan = plan_run(
+            sdag, {r.task_id: r.state for r in rows}, {r.task_id: r.next_retry_at for r in rows}, now,
+            past_allows=past_allows,
+        )
+        if decision.plan.run_state is None:
+            decision.due = _earliest(decision.plan.next_due, timeout_at)
+        return decision
+
+    def _apply(self, decisions: list[_RunDecision], now: datetime) -> list[CallbackWorkload]:
+        """Write the decisions (compare-and-set), each run in a savepoint; the callbacks to send."""
         from scheduler.db.engine import session_scope
 
-        with session_scope(self.engine, readonly=True) as session:
-            found = self._dags.get(session, run.dag_id)
-            if found is None:
-                return None  # the DAG vanished; its runs wait until it is back (or are marked by a user)
-            sdag, weights = found
-            rows = scheduling.run_task_instances(session, run.dag_id, run.run_id)
-            present = {r.task_id for r in rows}
-            missing = [t for t in sdag.task_order if t not in present]
-            removed = [
-                r for r in rows
-                if r.task_id not in sdag.tasks and r.state not in (S.REMOVED, S.SUCCESS, S.FAILED, S.SKIPPED)
-            ]
-            rows = [r for r in rows if r.task_id in sdag.tasks]
-            timeout_at = run.start_date + sdag.dagrun_timeout if sdag.dagrun_timeout and run.start_date else None
-            timed_out = timeout_at is not None and now >= timeout_at
-            plan = None
-            if not missing and not timed_out:
-                past_cache: dict[str, dict[str, S] | None] = {}
-
-                def past_allows(task_id: str) -> bool:
-                    if run.logical_date is None:
-                        return True
-                    if "states" not in past_cache:
-                        wanting = [t for t in sdag.task_order if sdag.tasks[t].get("depends_on_past")]
-                        past_cache["states"] = scheduling.previous_run_states(
-                            session, run.dag_id, run.logical_date, wanting
-                        )
-                    previous = past_cache["states"]
-                    if previous is None:
-                        return True  # the first run
-                    return previous.get(task_id) in (S.SUCCESS, S.SKIPPED)
-
-                plan = plan_run(
-                    sdag, {r.task_id: r.state for r in rows}, {r.task_id: r.next_retry_at for r in rows}, now,
-                    past_allows=past_allows,
-                )
-        if plan is not None and not plan.changes and plan.run_state is None and not removed:
-            return _earliest(plan.next_due, timeout_at)  # nothing to write
-
-        callback: CallbackWorkload | None = None
-        next_due: datetime | None = None
+        callbacks: list[CallbackWorkload] = []
+        finished = 0
         with session_scope(self.engine) as session:
-            for row in removed:
-                scheduling.set_ti_state(session, row.id, row.state, S.REMOVED, now=now)
-            if missing:
-                scheduling.create_task_instances(session, sdag, run.run_id, weights, missing, now=now)
-            elif timed_out:
-                skipped = scheduling.unfinished_to(session, run.dag_id, run.run_id, S.SKIPPED, now=now)
-                if scheduling.finish_run(session, run.id, DagRunState.FAILED, now=now):
-                    self.runs_finished += 1
-                    logger.info(
-                        "DAG %s: run %s timed out after %s; %d unfinished tasks skipped",
-                        run.dag_id, run.run_id, sdag.dagrun_timeout, skipped,
-                    )
-                    callback = self._dag_callback(sdag, run, DagRunState.FAILED, "timed_out")
-            elif plan is not None:
-                by_task = {r.task_id: r for r in rows}
-                for task_id, (old, new, why) in plan.changes.items():
-                    if scheduling.set_ti_state(session, by_task[task_id].id, old, new, now=now):
-                        if new is not S.SCHEDULED or old is not S.NONE:
-                            logger.info("DAG %s run %s: %s %s -> %s (%s)", run.dag_id, run.run_id, task_id, old, new, why)
-                if plan.run_state is not None and scheduling.finish_run(session, run.id, plan.run_state, now=now):
-                    self.runs_finished += 1
-                    logger.info("DAG %s: run %s finished %s (%s)", run.dag_id, run.run_id, plan.run_state, plan.run_reason)
-                    reason = "success" if plan.run_state is DagRunState.SUCCESS else plan.run_reason.split(":")[0]
-                    callback = self._dag_callback(sdag, run, plan.run_state, reason)
-                else:
-                    next_due = _earliest(plan.next_due, timeout_at)
-        if callback is not None:
-            self.executor.queue(callback)
-        if missing:
-            return self._schedule_run(run, now)  # decide the new instances in this same pass
-        return next_due
+            for decision in decisions:
+                try:
+                    with session.begin_nested():
+                        callback, ended = self._apply_one(session, decision, now)
+                except Exception:
+                    run = decision.run
+                    logger.exception("DAG %s: cannot write the decisions for run %s; trying again later",
+                                     run.dag_id, run.run_id)
+                    decision.due = now + timedelta(seconds=1)
+                    continue
+                finished += ended
+                if callback is not None:
+                    callbacks.append(callback)
+        self.runs_finished += finished
+        return callbacks
+
+    def _apply_one(self, session: Session, decision: _RunDecision, now: datetime) -> tuple[CallbackWorkload | None, int]:
+        from scheduler.db import scheduling
+
+        run, sdag = decision.run, decision.sdag
+        assert sdag is not None
+        for row in decision.removed:
+            scheduling.set_ti_state(session, row.id, row.state, S.REMOVED, now=now)
+        if decision.missing:
+            scheduling.create_task_instances(session, sdag, run.run_id, decision.weights, decision.missing, now=now)
+            return None, 0
+        if decision.timed_out:
+            skipped = scheduling.unfinished_to(session, run.dag_id, run.run_id, S.SKIPPED, now=now)
+            if not scheduling.finish_run(session, run.id, DagRunState.FAILED, now=now):
+                return None, 0
+            logger.info("DAG %s: run %s timed out after %s; %d unfinished tasks skipped",
+                        run.dag_id, run.run_id, sdag.dagrun_timeout, skipped)
+            return self._dag_callback(sdag, run, DagRunState.FAILED, "timed_out"), 1
+        plan = decision.plan
+        assert plan is not None
+        by_task = {r.task_id: r for r in decision.rows}
+        for task_id, (old, new, why) in plan.changes.items():
+            if scheduling.set_ti_state(session, by_task[task_id].id, old, new, now=now):
+                if new is not S.SCHEDULED or old is not S.NONE:
+                    logger.info("DAG %s run %s: %s %s -> %s (%s)", run.dag_id, run.run_id, task_id, old, new, why)
+        if plan.run_state is not None and scheduling.finish_run(session, run.id, plan.run_state, now=now):
+            logger.info("DAG %s: run %s finished %s (%s)", run.dag_id, run.run_id, plan.run_state, plan.run_reason)
+            reason = "success" if plan.run_state is DagRunState.SUCCESS else plan.run_reason.split(":")[0]
+            return self._dag_callback(sdag, run, plan.run_state, reason), 1
+        return None, 0
 
     def _dag_callback(self, sdag: SerializedDAG, run: DagRun, state: DagRunState, reason: str) -> CallbackWorkload | None:
         wanted = "has_on_success_callback" if state is DagRunState.SUCCESS else "has_on_failure_callback"

@@ -42,6 +42,8 @@ class LocalExecutor(BaseExecutor):
         self._events: deque[ExecutorEvent] = deque()
         self._running: dict[tuple[Any, ...], Workload] = {}
         self._pids: dict[tuple[Any, ...], int] = {}
+        #: Tries whose runner announced a recorded state before exiting.
+        self._recorded: set[tuple[Any, ...]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -151,15 +153,25 @@ class LocalExecutor(BaseExecutor):
                 continue
             if event == "recorded":
                 # A runner committed its try's state: the loop can move on before the process exits.
+                if key is not None:
+                    with self._lock:
+                        self._recorded.add(key)
                 self._on_event()
                 continue
             with self._lock:
                 if event == "started" and key is not None:
                     self._pids[key] = int(message["pid"])
                     continue
+                wake = True
                 if event == "exited" and key is not None:
+                    was_full = sum(1 for w in self._running.values() if w.kind == "task") >= self.parallelism
                     self._running.pop(key, None)
                     self._pids.pop(key, None)
+                    if key in self._recorded:
+                        # Its state was announced already; the exit only frees a slot, which matters
+                        # to the loop only if it was holding tries back for want of one.
+                        self._recorded.discard(key)
+                        wake = was_full
                     self._events.append(
                         ExecutorEvent(key=key, kind=str(message.get("kind")), returncode=int(message["returncode"]),
                                       pid=message.get("pid"))
@@ -167,7 +179,8 @@ class LocalExecutor(BaseExecutor):
                 elif event == "rejected":
                     logger.error("LocalExecutor: the fork server rejected a workload: %s", message.get("error"))
                     continue
-            self._on_event()
+            if wake:
+                self._on_event()
         # The server ended: whatever it still ran is reported lost (the loop checks the database).
         code = proc.wait()
         with self._lock:
