@@ -575,7 +575,7 @@ class _Supervisor:
 
     def _record(self, verdict: _Verdict, info: _TryInfo | None, policy: RetryPolicy) -> str | None:
         """Write the verdict; None when recorded, else the state someone else put the instance in."""
-        from sqlalchemy import update
+        from sqlalchemy import insert, update
 
         from scheduler.clock import utcnow
         from scheduler.db.engine import session_scope
@@ -618,11 +618,13 @@ class _Supervisor:
                              pushed=verdict.xcoms)
                 if verdict.state is S.UP_FOR_RESCHEDULE:
                     assert verdict.reschedule_date is not None
-                    session.add(TaskReschedule(ti_id=w.ti_id, try_number=w.try_number, start_date=start,
-                                               end_date=end, reschedule_date=verdict.reschedule_date))
+                    session.execute(insert(TaskReschedule).values(
+                        ti_id=w.ti_id, try_number=w.try_number, start_date=start, end_date=end,
+                        reschedule_date=verdict.reschedule_date,
+                    ))
                 else:
                     history_state = S.FAILED if verdict.state is S.UP_FOR_RETRY else verdict.state
-                    session.add(TaskInstanceHistory(
+                    session.execute(insert(TaskInstanceHistory).values(
                         dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id, map_index=w.map_index,
                         try_number=w.try_number, state=history_state, start_date=start, end_date=end,
                         duration=values["duration"], hostname=self.hostname,
@@ -637,7 +639,7 @@ class _Supervisor:
                         .execution_options(synchronize_session=False)
                     )
                 if verdict.state in (S.FAILED, S.UP_FOR_RETRY):
-                    session.add(Log(
+                    session.execute(insert(Log).values(
                         dttm=end, event=verdict.state.value, owner=None, dag_id=w.dag_id, run_id=w.run_id,
                         task_id=w.task_id, map_index=w.map_index, try_number=w.try_number,
                         extra=(verdict.message or "")[-MAX_LOG_EXTRA:] or None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.orm import Session
 
 from scheduler.clock import utcnow
@@ -136,9 +136,13 @@ def write_pushed(session: Session, *, dag_id: str, run_id: str, task_id: str, ma
         )
     )
     now = utcnow()
-    session.add_all(
-        XCom(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, key=key, value=value, timestamp=now)
-        for key, value in pushed.items()
+    session.execute(
+        insert(XCom),
+        [
+            {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index, "key": key,
+             "value": value, "timestamp": now}
+            for key, value in pushed.items()
+        ],
     )
 
 
