@@ -695,11 +695,29 @@ def cmd_scheduler(ctx: Context) -> int:
 
 
 def cmd_standalone(ctx: Context) -> int:
-    """Everything on this machine in one command: migrate, then the scheduler (web UI: a later version)."""
+    """Everything on this machine in one command: migrate, an admin user on first start, the webserver
+    (gunicorn in a child process, stopped with the scheduler) and the scheduler."""
+    import subprocess
+
     from scheduler.db.engine import mask_url
+    from webserver.app import load_secret_key
+    from webserver.serve import PARENT_ENV, address_problem, url_for_bind
 
     settings = ctx.settings
     ctx.ensure_database()
+    host = str(settings.get("webserver", "web_server_host"))
+    port = int(settings.get("webserver", "web_server_port"))
+    workers = int(settings.get("webserver", "workers"))
+    reason = address_problem(host, port)
+    if reason is not None:
+        raise UsageError(f"the webserver {reason}; choose another port with [webserver] web_server_port "
+                         "(UPDRAFT__WEBSERVER__WEB_SERVER_PORT)")
+    admin_password = _standalone_admin(ctx)
+    load_secret_key(settings)  # before the child starts, so the webserver and later commands share it
+    web = subprocess.Popen(
+        [sys.executable, "-m", "webserver.serve"],
+        env={**os.environ, **settings.to_environ(), PARENT_ENV: str(os.getpid())},
+    )
     lines = [
         "updraft standalone",
         f"  home:        {settings.home}",
@@ -708,12 +726,153 @@ def cmd_standalone(ctx: Context) -> int:
         f"  task logs:   {settings.log_folder}",
         f"  scheduler:   pid {os.getpid()}, {settings.get('core', 'executor')}, "
         f"parallelism {settings.get('core', 'parallelism')}",
-        "  webserver:   not in this version yet (use the CLI: updraft dags list | trigger | list-runs)",
+        f"  webserver:   {url_for_bind(host, port)} (gunicorn, pid {web.pid}, {workers} workers)",
+        f"  login:       admin / {admin_password}  (generated now; stored hashed, never shown again)"
+        if admin_password is not None
+        else "  login:       an existing user (updraft users list | users create)",
         "  stop with Ctrl-C (running tries are given "
         f"{settings.get('scheduler', 'graceful_shutdown_timeout'):.0f} s to finish)",
     ]
     print("\n".join(lines), flush=True)
-    return _run_scheduler(ctx)
+    try:
+        return _run_scheduler(ctx)
+    finally:
+        _stop_child(web)
+
+
+def _standalone_admin(ctx: Context) -> str | None:
+    """On first start (no users at all): create user admin (role Admin) and return its generated password."""
+    from webserver.users import create_user, list_users, random_password
+
+    with ctx.session() as session:
+        if list_users(session):
+            return None
+        password = random_password()
+        create_user(session, username="admin", password=password, role="Admin", first_name="admin")
+    return password
+
+
+def _stop_child(proc: Any, timeout_s: float = 20.0) -> None:
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- users and the webserver ------------------------------------------------------------------
+
+
+def _prompt_password() -> str:
+    import getpass
+
+    if not sys.stdin.isatty():
+        raise UsageError("give --password or --use-random-password (there is no terminal to ask for one)")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat for confirmation: ") != first:
+        raise UsageError("the passwords do not match")
+    return first
+
+
+def cmd_users_create(ctx: Context) -> int:
+    from webserver.users import UserError, create_user, random_password
+
+    args = ctx.args
+    password = random_password() if args.use_random_password else args.password
+    if password is None:
+        password = _prompt_password()
+    ctx.ensure_database()
+    try:
+        with ctx.session() as session:
+            create_user(
+                session, username=args.username, password=password, role=args.role, email=args.email,
+                first_name=args.firstname or "", last_name=args.lastname or "",
+            )
+    except UserError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"User {args.username.strip()!r} created with role {args.role}.")
+    if args.use_random_password:
+        print(f"Password (shown once; stored hashed): {password}")
+    return 0
+
+
+def cmd_users_list(ctx: Context) -> int:
+    from webserver.users import list_users
+
+    ctx.ensure_database()
+    with ctx.session() as session:
+        records = [
+            {"id": u.id, "username": u.username, "email": u.email, "first_name": u.first_name,
+             "last_name": u.last_name, "roles": [u.role], "active": u.active}
+            for u in list_users(session)
+        ]
+    print_records(records, ("id", "username", "email", "first_name", "last_name", "roles", "active"), ctx.args.output)
+    return 0
+
+
+def cmd_users_delete(ctx: Context) -> int:
+    from webserver.users import UserError, delete_user
+
+    ctx.ensure_database()
+    try:
+        with ctx.session() as session:
+            delete_user(session, ctx.args.username)
+    except UserError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"User {ctx.args.username!r} deleted.")
+    return 0
+
+
+def cmd_webserver(ctx: Context) -> int:
+    """Serve the UI and the REST API with gunicorn until SIGTERM or Ctrl-C."""
+    from webserver.serve import address_problem, serve
+
+    settings, args = ctx.settings, ctx.args
+    host = args.host or str(settings.get("webserver", "web_server_host"))
+    port = args.port if args.port is not None else int(settings.get("webserver", "web_server_port"))
+    workers = args.workers if args.workers is not None else int(settings.get("webserver", "workers"))
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port}: expected an integer from 1 to 65535")
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: expected an integer >= 1")
+    ctx.ensure_database()
+    reason = address_problem(host, port)
+    if reason is not None:
+        raise UsageError(f"the webserver {reason}")
+    return serve(settings, host, port, workers)
+
+
+def _add_web_commands(sub: Any) -> None:
+    p = sub.add_parser("webserver", help="serve the web UI and the REST API with gunicorn (until SIGTERM or Ctrl-C)")
+    p.add_argument("--host", "-H", help="address to listen on (default: [webserver] web_server_host, 127.0.0.1)")
+    p.add_argument("--port", "-p", type=int, help="port (default: [webserver] web_server_port, 8080)")
+    p.add_argument("--workers", "-w", type=int, help="worker processes (default: [webserver] workers, 2)")
+    p.set_defaults(func=cmd_webserver)
+
+    users = sub.add_parser("users", help="users of the web UI and the API").add_subparsers(
+        dest="cmd", metavar="COMMAND", parser_class=_Parser)
+    users.required = True
+    p = users.add_parser("create", help="create a user (role Admin, Op or Viewer)")
+    p.add_argument("--username", "-u", required=True)
+    p.add_argument("--role", "-r", required=True, help="Admin, Op or Viewer")
+    p.add_argument("--email", "-e")
+    p.add_argument("--firstname", "-f")
+    p.add_argument("--lastname", "-l")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--password", "-p", help="the password (asked for when neither option is given)")
+    secret.add_argument("--use-random-password", action="store_true", help="generate a password and print it once")
+    p.set_defaults(func=cmd_users_create)
+    p = users.add_parser("list", help="list the users (never their password hashes)")
+    _add_output(p)
+    p.set_defaults(func=cmd_users_list)
+    p = users.add_parser("delete", help="delete a user")
+    p.add_argument("--username", "-u", required=True)
+    p.set_defaults(func=cmd_users_delete)
 
 
 def cmd_version(ctx: Context | None) -> int:
@@ -741,6 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scheduler)
     p = sub.add_parser("standalone", help="migrate and run everything on this machine (until Ctrl-C)")
     p.set_defaults(func=cmd_standalone)
+    _add_web_commands(sub)
 
     db = sub.add_parser("db", help="the metadata database").add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     db.required = True

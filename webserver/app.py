@@ -1,10 +1,21 @@
-"""The Flask application factory: settings, the database engine, blueprints, errors, security headers."""
+"""The Flask application factory: settings, the database engine, blueprints, errors, security headers.
+
+Sessions are Flask's signed cookies (key: ``[webserver] secret_key``, or a key generated once into
+``$UPDRAFT_HOME/webserver_secret_key``), HttpOnly and SameSite=Lax. Every state-changing request
+that rides on the session cookie must carry the session's CSRF token (checked here, before any
+view); basic-auth requests carry their credentials explicitly and need none, but are refused when
+a browser says they come from another site.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, render_template, request, session
 
 from webserver.problems import problem
 
@@ -13,29 +24,107 @@ if TYPE_CHECKING:
 
 #: Largest request body accepted (bytes); larger ones get 413.
 MAX_BODY_BYTES = 1024 * 1024
+#: The generated key's file, in $UPDRAFT_HOME, when [webserver] secret_key is not set.
+SECRET_KEY_FILE = "webserver_secret_key"
+#: A signed session cookie is refused after this long, whatever the browser keeps.
+SESSION_LIFETIME = timedelta(hours=12)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the application for ``settings`` (loaded from the environment when None)."""
     from scheduler.config import load_settings
     from scheduler.db.engine import make_engine
+    from webserver.auth import LoginThrottle, csrf_token
 
     settings = settings if settings is not None else load_settings()
     app = Flask("webserver")
     app.config["UPDRAFT_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config.update(
+        SECRET_KEY=load_secret_key(settings),
+        SESSION_COOKIE_NAME="updraft_session",  # cookies are per host, not per port: avoid other apps' "session"
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME,
+    )
     app.extensions["updraft_engine"] = make_engine(
         settings.sql_alchemy_conn,
         pool_size=int(settings.get("database", "sql_alchemy_pool_size")),
         max_overflow=int(settings.get("database", "sql_alchemy_max_overflow")),
     )
+    app.extensions["updraft_login_throttle"] = LoginThrottle()
+    app.jinja_env.globals["csrf_token"] = csrf_token
 
     from webserver.api import api
+    from webserver.views import ui
 
     app.register_blueprint(api)
+    app.register_blueprint(ui)
+    app.before_request(_csrf_protect)
     app.after_request(_security_headers)
     _register_errors(app)
     return app
+
+
+def load_secret_key(settings: Settings) -> str:
+    """``[webserver] secret_key`` when set; else the key in $UPDRAFT_HOME/webserver_secret_key, made on first use.
+
+    The file is written once (mode 0600, 32 random bytes as hex) and linked into place atomically,
+    so processes starting together all end up with the same key.
+    """
+    from scheduler.exceptions import ConfigError
+
+    configured = str(settings.get("webserver", "secret_key") or "")
+    if configured.strip():
+        return configured
+    path = Path(settings.home) / SECRET_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{SECRET_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the webserver secret key: {exc.strerror}") from None
+    if len(key) < 32:
+        raise ConfigError(f"{path}: the webserver secret key is too short; delete the file to make a new one")
+    return key
+
+
+def _csrf_protect() -> Any:
+    """Refuse state-changing requests that ride on the session cookie without the session's CSRF token."""
+    from webserver.auth import UNSAFE_METHODS, csrf_valid, submitted_csrf_token
+    from webserver.login import SESSION_USER_KEY, uses_basic_auth
+
+    if request.method not in UNSAFE_METHODS:
+        return None
+    if uses_basic_auth():
+        # Explicit credentials, but a browser may replay cached basic-auth credentials on a cross-site form.
+        if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+            return csrf_refusal("a request from another site may not use credentials cached by the browser")
+        return None
+    if session.get(SESSION_USER_KEY) is None:
+        return None  # not logged in: the view answers 401 (the login form checks its own token)
+    if not csrf_valid(submitted_csrf_token()):
+        return csrf_refusal("the CSRF token is missing or invalid (form field csrf_token or header X-CSRFToken)")
+    return None
+
+
+def csrf_refusal(detail: str) -> Any:
+    if request.path.startswith("/api/"):
+        return problem(400, "Bad Request", detail)
+    return render_template("error.html", title="Bad Request", detail=detail), 400
 
 
 def _security_headers(response: Response) -> Response:
@@ -44,8 +133,11 @@ def _security_headers(response: Response) -> Response:
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault(
         "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; "
+        "form-action 'self'; base-uri 'none'",
     )
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Cache-Control", "no-store")
     return response
 
 

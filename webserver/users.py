@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from scheduler.clock import utcnow
@@ -74,6 +74,10 @@ def find_user(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username))
 
 
+def get_user(session: Session, user_id: int) -> User | None:
+    return session.get(User, user_id)
+
+
 def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.username)))
 
@@ -92,3 +96,26 @@ def authenticate(session: Session, username: str, password: str) -> User | None:
         hash_password(password)  # as slow as a real check, so timing does not tell names apart
         return None
     return user if check_password(password, user.password_hash) else None
+
+
+def random_password() -> str:
+    """A generated password (about 130 bits, URL-safe characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def record_login_success(session: Session, user_id: int) -> None:
+    """Note a successful session login: last_login now, failed_login_count back to 0."""
+    session.execute(update(User).where(User.id == user_id).values(last_login=utcnow(), failed_login_count=0))
+
+
+def record_login_failure(session: Session, username: str) -> None:
+    """Count a failed login against the named user, if there is one (an audit figure; throttling is in memory)."""
+    session.execute(
+        update(User).where(User.username == username).values(failed_login_count=User.failed_login_count + 1)
+    )
+
+
+def reset_failed_logins(session: Session, user_id: int) -> None:
+    session.execute(
+        update(User).where(User.id == user_id, User.failed_login_count != 0).values(failed_login_count=0)
+    )

@@ -6,4 +6,13 @@ from flask import Blueprint
 
 api = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 
-from webserver.api import monitor  # noqa: E402,F401  (registers the routes on ``api``)
+from webserver.api import (  # noqa: E402,F401
+    dag_runs,
+    dags,
+    import_errors,
+    monitor,  # noqa: E402,F401  (registers the routes on ``api``)
+    openapi,
+    pools,
+    task_instances,
+    variables,
+)

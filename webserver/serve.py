@@ -1,0 +1,136 @@
+"""Serving the application with gunicorn (a production WSGI server, not Flask's development server).
+
+``updraft webserver`` calls :func:`serve`; ``updraft standalone`` runs ``python -m webserver.serve``
+as a child process. gunicorn's master process binds the address, forks ``workers`` sync workers
+(each builds its own app with :func:`webserver.create_app`) and stops them cleanly on SIGTERM or
+SIGINT (exit code 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from gunicorn.app.base import BaseApplication
+
+if TYPE_CHECKING:
+    from scheduler.config import Settings
+
+#: Set in a child's environment by `updraft standalone`: the webserver stops when that process dies.
+PARENT_ENV = "UPDRAFT_WEBSERVER_PARENT_PID"
+
+
+def url_for_bind(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def address_problem(host: str, port: int) -> str | None:
+    """Why gunicorn could not listen on host:port (taken, not a local address), or None when it could."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
+class WebServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn serving ``create_app(settings)``, configured from arguments rather than gunicorn's CLI."""
+
+    def __init__(self, settings: Settings, host: str, port: int, workers: int) -> None:
+        self.settings, self.host, self.port, self.workers = settings, host, port, workers
+        super().__init__()
+
+    def load_config(self) -> None:
+        options: dict[str, Any] = {
+            "bind": [f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"],
+            "workers": self.workers,
+            "worker_class": "sync",
+            "proc_name": "updraft-webserver",
+            "timeout": 120,
+            "graceful_timeout": 10,
+            "errorlog": "-",
+            "loglevel": "info",
+            "control_socket_disable": True,  # gunicorn >= 23: no control socket under ~/.gunicorn
+            "when_ready": self._when_ready,
+        }
+        for key, value in options.items():
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from webserver.app import create_app
+
+        return create_app(self.settings)
+
+    def _when_ready(self, server: Any) -> None:
+        print(
+            f"updraft webserver: serving on {url_for_bind(self.host, self.port)} "
+            f"(gunicorn, {self.workers} worker{'s' if self.workers != 1 else ''}, pid {os.getpid()})",
+            flush=True,
+        )
+
+
+def serve(settings: Settings, host: str | None = None, port: int | None = None, workers: int | None = None) -> int:
+    """Run gunicorn until SIGTERM or SIGINT; defaults from [webserver] web_server_host/web_server_port/workers."""
+    from webserver.app import load_secret_key
+
+    host = host if host is not None else str(settings.get("webserver", "web_server_host"))
+    port = port if port is not None else int(settings.get("webserver", "web_server_port"))
+    workers = workers if workers is not None else int(settings.get("webserver", "workers"))
+    load_secret_key(settings)  # made once here, before the workers fork, so they all share it
+    try:
+        WebServer(settings, host, port, workers).run()
+    except SystemExit as exc:  # gunicorn's arbiter exits with its status when it halts
+        return int(exc.code or 0) if isinstance(exc.code, int | type(None)) else 1
+    return 0
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when the process named in $UPDRAFT_WEBSERVER_PARENT_PID dies."""
+    raw = os.environ.get(PARENT_ENV)
+    if not raw or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if str(os.getppid()) != raw:  # the parent died before the request took effect
+        sys.exit(0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m webserver.serve [--host H] [--port P] [--workers N]`` (settings from the environment)."""
+    from scheduler.config import load_settings
+    from scheduler.exceptions import ConfigError
+
+    parser = argparse.ArgumentParser(prog="python -m webserver.serve", description="serve the updraft web UI and API")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--workers", type=int)
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    try:
+        return serve(load_settings(), args.host, args.port, args.workers)
+    except ConfigError as exc:
+        print(f"updraft webserver: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
