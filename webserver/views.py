@@ -75,6 +75,11 @@ def logout() -> Any:
 @ui.get("/")
 @requires("read")
 def home() -> Any:
-    from webserver.login import current_user
+    """The home page is the DAG list (webserver.ui_dags)."""
+    from webserver.ui_dags import dag_list
 
-    return render_template("home.html", user=current_user())
+    return dag_list()
+
+
+from webserver import ui_dags  # noqa: E402,F401,I001
+from webserver import ui_runs  # noqa: E402,F401
