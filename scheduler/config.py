@@ -122,6 +122,12 @@ class Settings:
 
     home: Path
     values: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    #: The settings given in updraft.toml or the environment (the others are defaults).
+    explicit: frozenset[tuple[str, str]] = frozenset()
+
+    def is_set(self, section: str, key: str) -> bool:
+        """Whether the setting was given (updraft.toml or UPDRAFT__ variable) rather than defaulted."""
+        return (section, key) in self.explicit
 
     def get(self, section: str, key: str) -> Any:
         try:
@@ -163,12 +169,14 @@ class Settings:
     def with_values(self, **overrides: Any) -> Settings:
         """A copy with ``section__key=value`` overrides applied (values already typed)."""
         values = dict(self.values)
+        given = set(self.explicit)
         for name, value in overrides.items():
             section, _, key = name.partition("__")
             if (section, key) not in SPEC:
                 raise ConfigError(f"unknown setting [{section}] {key}")
             values[(section, key)] = value
-        return Settings(home=self.home, values=values)
+            given.add((section, key))
+        return Settings(home=self.home, values=values, explicit=frozenset(given))
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -246,4 +254,4 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         get_timezone(tz)
     except ValueError as exc:
         raise ConfigError(f"[core] default_timezone = {tz!r}: {exc}") from None
-    return Settings(home=home, values=values)
+    return Settings(home=home, values=values, explicit=frozenset(raw))

@@ -66,6 +66,8 @@ POLL_SLEEP_SECONDS = 1.0
 DB_POLL_SECONDS = {"sqlite": 0.1, "postgresql": 0.25}
 #: When a DAG's runs could not be created for a database error, it is looked at again this much later.
 RETRY_LATER = timedelta(seconds=1)
+#: Parse workers idle this long are stopped (their memory returned); about 0.1 s to start again.
+IDLE_PARSERS_SECONDS = 5.0
 #: After a failed iteration the loop waits 1, 2, 4 ... seconds, at most this long, and tries again.
 MAX_ERROR_BACKOFF_SECONDS = 30.0
 
@@ -104,6 +106,7 @@ class Scheduler:
         self._tasks: TaskScheduler | None = None
         self.job_id: int | None = None
         self._next_heartbeat = 0.0
+        self._last_parse = time.monotonic()
         #: When the run side (create, start runs) is next due, as of its last pass.
         self._run_side_due: datetime | None = None
         self._heartbeat_seconds = float(settings.get("scheduler", "scheduler_heartbeat_sec"))
@@ -157,6 +160,8 @@ class Scheduler:
         from scheduler.dag_processing import sync_dag_folder
 
         report = sync_dag_folder(self.engine, self.settings, now=now, pool=self._parser_pool())
+        if report.parsed:
+            self._last_parse = time.monotonic()
         if report.parsed or report.removed:
             logger.info(
                 "DAG folder synced: %d files parsed (%d with errors), %d removed",
@@ -277,6 +282,7 @@ class Scheduler:
                 try:
                     delay = self.run_once(utcnow(), tasks_only=reasons == {"executor"})
                     self._heartbeat()
+                    self._close_idle_parsers()
                     failures = 0
                 except Exception:
                     failures += 1
@@ -319,6 +325,13 @@ class Scheduler:
             if self._db_watcher.changed():
                 return {"database"}
         return {"stop"}
+
+    def _close_idle_parsers(self) -> None:
+        """Stop the parse workers once nothing was parsed for a while; the next change starts them again."""
+        if self._pool is not None and time.monotonic() - self._last_parse > IDLE_PARSERS_SECONDS:
+            pool, self._pool = self._pool, None
+            pool.close()
+            logger.debug("parse workers stopped after %.0f s without a change", IDLE_PARSERS_SECONDS)
 
     def _on_folder_change(self) -> None:
         self._folder_dirty = True

@@ -9,14 +9,12 @@ a browser says they come from another site.
 
 from __future__ import annotations
 
-import os
-import secrets
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, render_template, request, session
 
+from webserver.common import SECRET_KEY_FILE, load_secret_key  # noqa: F401 - re-exported
 from webserver.problems import problem
 
 if TYPE_CHECKING:
@@ -25,7 +23,6 @@ if TYPE_CHECKING:
 #: Largest request body accepted (bytes); larger ones get 413.
 MAX_BODY_BYTES = 1024 * 1024
 #: The generated key's file, in $UPDRAFT_HOME, when [webserver] secret_key is not set.
-SECRET_KEY_FILE = "webserver_secret_key"
 #: A signed session cookie is refused after this long, whatever the browser keeps.
 SESSION_LIFETIME = timedelta(hours=12)
 
@@ -64,42 +61,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.after_request(_security_headers)
     _register_errors(app)
     return app
-
-
-def load_secret_key(settings: Settings) -> str:
-    """``[webserver] secret_key`` when set; else the key in $UPDRAFT_HOME/webserver_secret_key, made on first use.
-
-    The file is written once (mode 0600, 32 random bytes as hex) and linked into place atomically,
-    so processes starting together all end up with the same key.
-    """
-    from scheduler.exceptions import ConfigError
-
-    configured = str(settings.get("webserver", "secret_key") or "")
-    if configured.strip():
-        return configured
-    path = Path(settings.home) / SECRET_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{SECRET_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process made it first: use theirs
-        finally:
-            tmp.unlink(missing_ok=True)
-    try:
-        key = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the webserver secret key: {exc.strerror}") from None
-    if len(key) < 32:
-        raise ConfigError(f"{path}: the webserver secret key is too short; delete the file to make a new one")
-    return key
 
 
 def _csrf_protect() -> Any:

@@ -12,43 +12,18 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gunicorn.app.base import BaseApplication
 
+from webserver.common import PARENT_ENV, address_problem, load_secret_key, url_for_bind  # noqa: F401
+
 if TYPE_CHECKING:
     from scheduler.config import Settings
 
 #: Set in a child's environment by `updraft standalone`: the webserver stops when that process dies.
-PARENT_ENV = "UPDRAFT_WEBSERVER_PARENT_PID"
-
-
-def url_for_bind(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
-    if ":" in shown and not shown.startswith("["):
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}"
-
-
-def address_problem(host: str, port: int) -> str | None:
-    """Why gunicorn could not listen on host:port (taken, not a local address), or None when it could."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        return f"cannot resolve {host!r}: {exc.strerror}"
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            return f"cannot listen on {host}:{port}: {exc.strerror}"
-    return None
-
-
 class WebServer(BaseApplication):  # type: ignore[misc]
     """gunicorn serving ``create_app(settings)``, configured from arguments rather than gunicorn's CLI."""
 
@@ -61,6 +36,10 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             "bind": [f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"],
             "workers": self.workers,
             "worker_class": "sync",
+            # The app (Flask, SQLAlchemy, the models) is built once in the master and shared
+            # copy-on-write by the workers, instead of once per worker. Its engine has opened no
+            # connection yet, so none crosses the fork.
+            "preload_app": True,
             "proc_name": "updraft-webserver",
             "timeout": 120,
             "graceful_timeout": 10,
@@ -88,8 +67,6 @@ class WebServer(BaseApplication):  # type: ignore[misc]
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None, workers: int | None = None) -> int:
     """Run gunicorn until SIGTERM or SIGINT; defaults from [webserver] web_server_host/web_server_port/workers."""
-    from webserver.app import load_secret_key
-
     host = host if host is not None else str(settings.get("webserver", "web_server_host"))
     port = port if port is not None else int(settings.get("webserver", "web_server_port"))
     workers = workers if workers is not None else int(settings.get("webserver", "workers"))

@@ -45,7 +45,9 @@ _spares: dict[int, int] = {}
 #: Spares told to go away, not reaped yet.
 _dismissed: set[int] = set()
 #: How many spares are kept ready: a try then starts without waiting for a fork and a connection.
-SPARES = 2
+#: One is enough for a chain (a replacement is ready long before the next task), and each costs
+#: about 18 MiB at rest.
+SPARES = 1
 
 
 def _emit(event: dict[str, Any]) -> None:

@@ -96,7 +96,13 @@ def test_webserver_is_gunicorn_with_workers_serves_the_api_and_stops_on_sigterm(
         assert body["metadatabase"] == {"status": "healthy"}
         assert headers["Server"].startswith("gunicorn")
         assert headers["X-Frame-Options"] == "DENY"
-        assert len(children_of(proc.pid)) == 2  # the gunicorn master's two workers
+        # The gunicorn master's two workers (the first may answer before the second is forked).
+        deadline = time.monotonic() + DEADLINE_S
+        while len(children_of(proc.pid)) != 2:
+            assert len(children_of(proc.pid)) < 2, children_of(proc.pid)
+            if time.monotonic() > deadline:
+                pytest.fail(f"the master has {len(children_of(proc.pid))} workers, expected 2")
+            time.sleep(0.02)  # polling the process table for the condition
 
         status, _, body = fetch(f"http://127.0.0.1:{port}/api/v1/dags", basic("ann", "s3cret-pass"))
         assert status == 200, body
