@@ -21,6 +21,7 @@ from webserver.api.shapes import (
     audit,
     bad_request,
     check_body,
+    check_name,
     conflict,
     json_body,
     json_response,
@@ -74,13 +75,6 @@ def _get_or_404(session: Any, name: str) -> Pool:
     return pool  # type: ignore[no-any-return]
 
 
-def _check_name(name: str) -> None:
-    if not name.strip():
-        raise bad_request("'name' must not be empty")
-    if len(name) > MAX_NAME_LENGTH:
-        raise bad_request(f"'name' is longer than {MAX_NAME_LENGTH} characters")
-
-
 @api.get("/pools")
 @requires("read")
 def list_pools() -> Response:
@@ -108,7 +102,7 @@ def get_pool(pool_name: str) -> Response:
 def post_pool() -> Response:
     query({})
     body = check_body(json_body(), _FIELDS, required=("name", "slots"), ignored=_READ_ONLY)
-    _check_name(body["name"])
+    check_name("name", body["name"], MAX_NAME_LENGTH)
     with write_session() as session:
         if session.scalar(select(Pool.id).where(Pool.pool == body["name"])) is not None:
             raise conflict(f"Pool: {body['name']} already exists")
@@ -139,7 +133,7 @@ def patch_pool(pool_name: str) -> Response:
     if absent:
         raise bad_request(f"'{absent[0]}' is named in update_mask but missing from the body")
     if "name" in mask:
-        _check_name(body["name"])
+        check_name("name", body["name"], MAX_NAME_LENGTH)
     with write_session() as session:
         pool = _get_or_404(session, pool_name)
         if pool.pool == DEFAULT_POOL and "name" in mask and body["name"] != DEFAULT_POOL:

@@ -230,3 +230,11 @@ def audit(session: Any, event: str, *, dag_id: str | None = None, run_id: str | 
         dttm=utcnow(), event=f"api.{event}", owner=getattr(user, "username", None), dag_id=dag_id,
         run_id=run_id, task_id=task_id, extra=None if extra is None else json.dumps(extra, default=str),
     ))
+
+
+def check_name(field: str, value: str, max_length: int) -> None:
+    """400 unless ``value`` (the body's ``field``) is a non-blank name of at most ``max_length`` characters."""
+    if not value.strip():
+        raise bad_request(f"'{field}' must not be empty")
+    if len(value) > max_length:
+        raise bad_request(f"'{field}' is longer than {max_length} characters")

@@ -18,6 +18,7 @@ from webserver.api.shapes import (
     audit,
     bad_request,
     check_body,
+    check_name,
     json_body,
     json_response,
     no_content,
@@ -37,13 +38,6 @@ MAX_KEY_LENGTH = 250
 
 def variable_not_found(key: str) -> ApiProblem:
     return not_found("Variable not found", f"Variable with key: '{key}' not found")
-
-
-def _check_key(key: str) -> None:
-    if not key.strip():
-        raise bad_request("'key' must not be empty")
-    if len(key) > MAX_KEY_LENGTH:
-        raise bad_request(f"'key' is longer than {MAX_KEY_LENGTH} characters")
 
 
 @api.get("/variables")
@@ -74,7 +68,7 @@ def get_variable(variable_key: str) -> Response:
 def post_variable() -> Response:
     query({})
     body = check_body(json_body(), _FIELDS, required=("key", "value"))
-    _check_key(body["key"])
+    check_name("key", body["key"], MAX_KEY_LENGTH)
     with write_session() as session:
         var = session.scalar(select(Variable).where(Variable.key == body["key"]))
         if var is None:
