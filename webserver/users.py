@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -89,13 +90,38 @@ def delete_user(session: Session, username: str) -> None:
     session.execute(delete(User).where(User.username == username))
 
 
+#: Credentials verified recently in this process: (username, keyed digest of the password) ->
+#: (the password hash they matched, when the entry expires). scrypt costs ~30 ms by design; an API
+#: client sends its basic-auth credentials with every request, so each would pay it again.
+_VERIFIED: dict[tuple[str, bytes], tuple[str, float]] = {}
+#: The digests are keyed with a random per-process secret: the cache never holds a usable password.
+_VERIFIED_KEY = secrets.token_bytes(32)
+VERIFIED_TTL_SECONDS = 60.0
+_VERIFIED_LIMIT = 1024
+
+
 def authenticate(session: Session, username: str, password: str) -> User | None:
-    """The active user with these credentials, or None (the same answer for a wrong name or password)."""
+    """The active user with these credentials, or None (the same answer for a wrong name or password).
+
+    A successful check is remembered for VERIFIED_TTL_SECONDS in this process, for exactly
+    these credentials and only while the user's stored hash is unchanged (a new password,
+    or a deleted or deactivated user, is noticed at once). Failures are never remembered.
+    """
     user = find_user(session, username)
     if user is None or not user.active:
         hash_password(password)  # as slow as a real check, so timing does not tell names apart
         return None
-    return user if check_password(password, user.password_hash) else None
+    digest = hmac.new(_VERIFIED_KEY, password.encode(), hashlib.sha256).digest()
+    now = time.monotonic()
+    remembered = _VERIFIED.get((username, digest))
+    if remembered is not None and remembered[1] > now and hmac.compare_digest(remembered[0], user.password_hash):
+        return user
+    if not check_password(password, user.password_hash):
+        return None
+    if len(_VERIFIED) >= _VERIFIED_LIMIT:
+        _VERIFIED.clear()
+    _VERIFIED[(username, digest)] = (user.password_hash, now + VERIFIED_TTL_SECONDS)
+    return user
 
 
 def random_password() -> str:

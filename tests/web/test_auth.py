@@ -422,3 +422,38 @@ def test_health_reports_the_scheduler_heartbeat(client: FlaskClient, app: Flask)
     with session_scope(app.extensions["updraft_engine"]) as session:
         session.get(Job, job_id).latest_heartbeat = now - timedelta(seconds=31)  # type: ignore[union-attr]
     assert client.get("/api/v1/health").get_json()["scheduler"]["status"] == "unhealthy"
+
+
+def test_a_verified_password_is_remembered_only_for_the_same_hash(app, make_user):  # noqa: ANN001
+    """The basic-auth cache skips scrypt for repeated good credentials, never for a changed password."""
+    from sqlalchemy import update
+
+    from scheduler.db.models import User
+    from webserver import users
+    from webserver.db import read_session, write_session
+
+    make_user("cachey", "Viewer", "first-pass-123")
+    calls: list[str] = []
+    real_check = users.check_password
+
+    def counting_check(password: str, stored: str) -> bool:
+        calls.append(password)
+        return real_check(password, stored)
+
+    users.check_password = counting_check
+    try:
+        with app.app_context():
+            with read_session() as session:
+                assert users.authenticate(session, "cachey", "first-pass-123") is not None
+                assert users.authenticate(session, "cachey", "first-pass-123") is not None
+                assert users.authenticate(session, "cachey", "wrong-pass-123") is None
+            assert calls == ["first-pass-123", "wrong-pass-123"]  # the second good check came from the cache
+            with write_session() as session:
+                session.execute(
+                    update(User).where(User.username == "cachey").values(password_hash=users.hash_password("new-pass-123"))
+                )
+            with read_session() as session:
+                assert users.authenticate(session, "cachey", "first-pass-123") is None  # old password: hash changed
+                assert users.authenticate(session, "cachey", "new-pass-123") is not None
+    finally:
+        users.check_password = real_check
