@@ -26,6 +26,8 @@ import pytest
 from tests.web.test_server import basic, fetch, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+#: Where the tests save screenshots of the main pages (gitignored; the README shows one of them).
+SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 #: Without the background-networking flags Chromium's own outbound connections fail on a closed network.
 CHROMIUM_ARGS = [
@@ -62,6 +64,18 @@ with DAG("xss_probe", schedule=None, start_date=datetime(2024, 1, 1),
          description="<img src=x onerror=alert('xss-description')><script>alert('xss-script')</script>",
          tags=["<b onmouseover=alert('xss-tag')>tag</b>"]) as dag:
     EmptyOperator(task_id="noop")
+'''
+
+#: Stays paused until the scenario test unpauses it from the DAG list; two quick Bash tasks and a Param.
+SCENARIO_DAG = '''\
+from datetime import datetime
+from scheduler import DAG, BashOperator, Param
+
+with DAG("scenario", schedule=None, start_date=datetime(2024, 1, 1), description="The browser scenario's DAG",
+         params={"who": Param("nobody", type="string", description="Whom to greet")}) as dag:
+    say = BashOperator(task_id="say", bash_command="echo 'scenario greets {{ params.who }}'")
+    done = BashOperator(task_id="done", bash_command="echo 'scenario done'")
+    say >> done
 '''
 
 BROKEN_DAG = "from scheduler import DAG\nraise RuntimeError('this DAG file is broken on purpose')\n"
@@ -140,6 +154,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         shutil.copy(REPO / "dags" / name, dags / name)
     (dags / "tutorial.py").write_text(TUTORIAL_DAG)
     (dags / "xss_probe.py").write_text(XSS_DAG)
+    (dags / "scenario.py").write_text(SCENARIO_DAG)
     (dags / "broken.py").write_text(BROKEN_DAG)
     env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
     env.update(UPDRAFT_HOME=str(home), UPDRAFT__CORE__DAGS_FOLDER=str(dags), UPDRAFT__CORE__PARSING_PROCESSES="1")
@@ -151,7 +166,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 "-f", username.title(), "-l", "Tester")
     srv.cli("dags", "list")  # parse the folder into the database (the scheduler is not running yet)
     for dag_id in ("tutorial", "params_form", "xss_probe"):
-        srv.cli("dags", "unpause", dag_id)  # branching stays paused: its schedule would add runs
+        srv.cli("dags", "unpause", dag_id)  # branching stays paused (its schedule would add runs), and scenario
     with (tmp / "webserver.out").open("w") as out, (tmp / "webserver.err").open("w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler.cli", "webserver", "--port", str(port), "--workers", "2"],
@@ -242,6 +257,14 @@ def log_in(page: Any, user: tuple[str, str, str], next_path: str = "/") -> None:
     page.get_by_label("Password").fill(user[1])
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """Save the whole page as ``tests/browser/screenshots/<name>.png`` and return the path."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
 
 
 @pytest.fixture

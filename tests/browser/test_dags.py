@@ -17,9 +17,9 @@ def row(page: Any, dag_id: str) -> Any:
 def test_the_dag_list_shows_the_dags_and_the_import_error_banner(op_page: Any) -> None:
     page = op_page
     expect(page.get_by_role("heading", name="DAGs", exact=True)).to_be_visible()
-    for dag_id in ("branching", "params_form", "tutorial", "xss_probe"):
+    for dag_id in ("branching", "params_form", "scenario", "tutorial", "xss_probe"):
         expect(row(page, dag_id).locator("a.dag-id")).to_have_text(dag_id)
-    expect(page.locator("table.dag-list tbody tr")).to_have_count(4)
+    expect(page.locator("table.dag-list tbody tr")).to_have_count(5)
     expect(row(page, "tutorial").locator(".description")).to_have_text(
         "The tutorial: print the date, sleep a little, greet")
     expect(row(page, "branching")).to_have_class(re.compile(r"\bpaused\b"))

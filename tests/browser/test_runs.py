@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import OP, Server, log_in, running_scheduler
@@ -78,3 +79,19 @@ def test_the_task_instance_page_shows_the_log(op_page: Any, finished_run: tuple[
     log = page.locator("pre#ur-log")
     expect(log).to_contain_text("tutorial says hi from the browser tests")
     expect(page.locator("dl.ur-values")).to_contain_text("echo 'tutorial says hi from the browser tests'")
+
+
+def test_the_task_cells_of_a_new_run_appear_in_the_grid_without_a_reload(op_page: Any, server: Server) -> None:
+    page = op_page
+    run_id = "browser_new_cells"
+    server.cli("dags", "trigger", "tutorial", "--run-id", run_id)
+    page.goto("/dags/tutorial")
+    run_cell = page.locator(f'a.ur-run[data-run="{run_id}"]')
+    expect(run_cell).to_have_class(re.compile(r"\bst-queued\b"))
+    page.evaluate("window.__not_reloaded = true")
+    with running_scheduler(server, "scheduler-new-cells"):
+        expect(run_cell).to_have_class(re.compile(r"\bst-success\b"), timeout=RUN_DEADLINE_MS)
+    assert page.evaluate("window.__not_reloaded") is True
+    for task_id in ("print_date", "pause", "greet"):
+        expect(page.locator(f'a.ur-cell[data-run="{run_id}"][data-task="{task_id}"]')).to_have_class(
+            re.compile(r"\bst-success\b"), timeout=4_000)  # more than one poll (3 s) after the run's last

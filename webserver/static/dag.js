@@ -11,6 +11,7 @@
     var drop = [];
     el.classList.forEach(function (c) { if (c.indexOf(STATE_PREFIX) === 0) { drop.push(c); } });
     drop.forEach(function (c) { el.classList.remove(c); });
+    el.classList.remove("ur-nocell");  // a task instance created since the page was served
     el.classList.add(STATE_PREFIX + state);
   }
 
