@@ -28,21 +28,8 @@ class DbXComStore:
     def push(self, dag_id: str, run_id: str, task_id: str, map_index: int, key: str, value: Any) -> None:
         def unit() -> None:
             with session_scope(self._engine) as session:
-                session.execute(
-                    delete(XCom).where(
-                        XCom.dag_id == dag_id,
-                        XCom.run_id == run_id,
-                        XCom.task_id == task_id,
-                        XCom.map_index == map_index,
-                        XCom.key == key,
-                    )
-                )
-                session.add(
-                    XCom(
-                        dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
-                        key=key, value=value, timestamp=utcnow(),
-                    )
-                )
+                write_pushed(session, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index,
+                             pushed={key: value})
 
         retry_transient(unit, what=f"XCom push {dag_id}.{task_id} {run_id} key {key!r}")
 
