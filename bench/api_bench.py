@@ -1,6 +1,6 @@
 """Benchmark: page and API latency of a live `updraft webserver` under 20 concurrent clients.
 
-    .venv/bin/python bench/api_bench.py [--clients 20] [--seconds 20] [--dags 1000] [--keep]
+    .venv/bin/python bench/api_bench.py [--clients 20] [--seconds 20] [--dags 1000] [--keep] [--think-ms 0]
 
 Builds a temporary UPDRAFT_HOME (SQLite) holding ``--dags`` small DAG files (one EmptyOperator
 each) and one DAG ``big`` of 50 tasks (five chains of ten), parses them once with
@@ -24,7 +24,9 @@ one), API requests with basic auth, pages with the session cookie:
     GET /dags/big?num_runs=100      (the grid: 100 runs x 50 tasks; the default is 25 runs)
     GET /dags/big/graph
 
-Every answer must be 200 (anything else counts as an error). Latency is from sending the
+With ``--think-ms M`` each client waits a random think time (exponential, mean M ms) before each
+request, a model of people clicking rather than of a saturating load; the default (0) is the
+closed loop. Every answer must be 200 (anything else counts as an error). Latency is from sending the
 request until the whole body is read. Reports p50/p99 per endpoint and overall, and requests
 per second. Target: p99 <= 300 ms for every endpoint; exits 1 when it is missed (or on errors).
 """
@@ -253,7 +255,7 @@ class Client:
 
 
 def worker(index: int, port: int, targets: list[Endpoint], stop_at: list[float], ready: threading.Barrier,
-           failures: list[str]) -> None:
+           failures: list[str], think_s: float = 0.0) -> None:
     client = Client(port)
     try:
         client.log_in()
@@ -265,6 +267,10 @@ def worker(index: int, port: int, targets: list[Endpoint], stop_at: list[float],
     rng = random.Random(index)
     turn = index
     while time.perf_counter() < stop_at[0]:
+        if think_s > 0:  # the load model's think time between a user's requests (not a synchronisation)
+            time.sleep(min(rng.expovariate(1 / think_s), max(stop_at[0] - time.perf_counter(), 0)))
+            if time.perf_counter() >= stop_at[0]:
+                break
         endpoint = targets[turn % len(targets)]
         turn += 1
         try:
@@ -314,6 +320,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--dags", type=int, default=1000)
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
+    parser.add_argument("--think-ms", type=float, default=0.0,
+                        help="mean think time between a client's requests (exponential); 0, the default, is the "
+                             "closed loop: each client sends its next request as soon as the last is answered")
     args = parser.parse_args()
 
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {machine()}; nproc {os.cpu_count()}; "
@@ -336,7 +345,8 @@ def main() -> int:
         stop_at = [float("inf")]
         ready = threading.Barrier(args.clients + 1)
         failures: list[str] = []
-        threads = [threading.Thread(target=worker, args=(i, port, targets, stop_at, ready, failures), daemon=True)
+        threads = [threading.Thread(target=worker, args=(i, port, targets, stop_at, ready, failures,
+                                                         args.think_ms / 1000), daemon=True)
                    for i in range(args.clients)]
         for thread in threads:
             thread.start()
@@ -366,7 +376,8 @@ def main() -> int:
     total = sum(len(e.latencies) for e in targets)
     errors = sum(e.errors for e in targets)
     everything = [s for e in targets for s in e.latencies]
-    print(f"\n{args.clients} clients, {elapsed:.1f} s: {total} requests OK, {errors} errors, "
+    model = f"think time {args.think_ms:g} ms (exponential mean)" if args.think_ms > 0 else "closed loop, no think time"
+    print(f"\n{args.clients} clients ({model}), {elapsed:.1f} s: {total} requests OK, {errors} errors, "
           f"{total / elapsed:.1f} requests/s\n")
     print(f"| endpoint | requests | p50 ms | p99 ms | max ms | p99 <= {TARGET_P99_MS:.0f} ms |")
     print("|---|---|---|---|---|---|")

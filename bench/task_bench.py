@@ -47,6 +47,12 @@ def dag_source(dag_id: str, n: int, *, chain: bool) -> str:
     )
 
 
+def scheduler_cpu(pid: int) -> float:
+    """CPU seconds the scheduler process itself has used (not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bare_python(executable: str, repeat: int = 30) -> float:
     """Median wall time of ``executable -c pass``."""
     times = []
@@ -121,6 +127,7 @@ def main() -> int:
         proc = subprocess.Popen([*UPDRAFT, "scheduler"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
         try:
             hops: list[float] = []
+            durations: list[float] = []
             spans: list[float] = []
             rates: list[float] = []
             for i in range(args.repeat):
@@ -129,6 +136,7 @@ def main() -> int:
                 rows = sorted(wait_run(home / "updraft.db", "chain", run_id), key=lambda r: r[0])
                 gaps = [(b[1] - a[2]).total_seconds() for a, b in zip(rows, rows[1:], strict=False)]
                 hops.append(statistics.median(gaps))
+                durations.append(statistics.median((r[2] - r[1]).total_seconds() for r in rows))
                 spans.append((rows[-1][2] - rows[0][1]).total_seconds())
                 run_id = f"fanout_{i}"
                 run_cli(env, "dags", "trigger", "fanout", "--run-id", run_id)
@@ -136,9 +144,12 @@ def main() -> int:
                 span = (max(r[2] for r in rows) - min(r[1] for r in rows)).total_seconds()
                 rates.append(len(rows) / span)
         finally:
+            own_cpu = scheduler_cpu(proc.pid)
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            _, _, usage = os.wait4(proc.pid, 0)  # the scheduler and every process below it
+            proc.returncode = 0
             log.close()
+        tasks = args.repeat * (args.chain + args.fanout)
     reference = system_python()
     bare = bare_python(reference)
     result = {
@@ -149,9 +160,12 @@ def main() -> int:
         "median hop (s)": round(statistics.median(hops), 4),
         "hops per run (s)": [round(h, 4) for h in hops],
         "chain span (s)": round(statistics.median(spans), 3),
+        "median chain task, start to end (s)": round(statistics.median(durations), 4),
         "fan-out tasks": args.fanout,
         "fan-out tasks/s": round(statistics.median(rates), 1),
         "fan-out per run": [round(r, 1) for r in rates],
+        "CPU per task, all processes (ms)": round((usage.ru_utime + usage.ru_stime) / tasks * 1000, 2),
+        "CPU per task, scheduler process (ms)": round(own_cpu / tasks * 1000, 2),
     }
     print(json.dumps(result, indent=2))
     missed = []

@@ -30,6 +30,14 @@ _EXPORTS = {
     "TimeDeltaSensor": "scheduler.authoring.sensors",
     "SensorTimeout": "scheduler.authoring.sensors",
     "AirflowSensorTimeout": "scheduler.authoring.sensors",
+    "TaskGroup": "scheduler.authoring.taskgroup",
+    "task_group": "scheduler.authoring.taskgroup",
+    "Label": "scheduler.authoring.edges",
+    "TriggerDagRunOperator": "scheduler.authoring.cross_dag",
+    "ExternalTaskSensor": "scheduler.authoring.cross_dag",
+    "ExternalTaskMarker": "scheduler.authoring.cross_dag",
+    "LatestOnlyOperator": "scheduler.authoring.cross_dag",
+    "get_current_context": "scheduler.authoring.compat",
     "task": "scheduler.authoring.taskflow",
     "XComArg": "scheduler.authoring.taskflow",
     "Param": "scheduler.authoring.params",
@@ -38,13 +46,25 @@ _EXPORTS = {
     "TaskFailedNoRetry": "scheduler.exceptions",
     "AirflowSkipException": "scheduler.exceptions",
     "AirflowFailException": "scheduler.exceptions",
+    "mask_secret": "scheduler.secrets_masker",
+    "get_connection": "scheduler.connections",
+    "Connection": "scheduler.connections",
+    "get_variable": "scheduler.variables",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # pragma: no cover
     from scheduler.authoring.baseoperator import BaseOperator, chain, cross_downstream
+    from scheduler.authoring.compat import get_current_context
+    from scheduler.authoring.cross_dag import (
+        ExternalTaskMarker,
+        ExternalTaskSensor,
+        LatestOnlyOperator,
+        TriggerDagRunOperator,
+    )
     from scheduler.authoring.dag import DAG, dag
+    from scheduler.authoring.edges import Label
     from scheduler.authoring.operators import (
         BashOperator,
         BranchPythonOperator,
@@ -64,13 +84,17 @@ if TYPE_CHECKING:  # pragma: no cover
         TimeDeltaSensor,
     )
     from scheduler.authoring.taskflow import XComArg, task
+    from scheduler.authoring.taskgroup import TaskGroup, task_group
+    from scheduler.connections import Connection, get_connection
     from scheduler.exceptions import (
         AirflowFailException,
         AirflowSkipException,
         TaskFailedNoRetry,
         TaskSkipped,
     )
+    from scheduler.secrets_masker import mask_secret
     from scheduler.trigger_rules import TriggerRule
+    from scheduler.variables import get_variable
 
 
 def __getattr__(name: str) -> Any:

@@ -127,7 +127,7 @@ def task_record(task: dict[str, Any]) -> dict[str, Any]:
         "extra_links": [],
         "depends_on_past": bool(task.get("depends_on_past")),
         "wait_for_downstream": bool(task.get("wait_for_downstream")),
-        "is_mapped": False,
+        "is_mapped": bool(task.get("is_mapped")),
         "retries": task.get("retries", 0),
         "queue": task.get("queue"),
         "executor": None,
@@ -205,7 +205,10 @@ def task_instance_reference(ti: Any, logical_date: Any) -> dict[str, Any]:
 
 
 def variable_record(var: Any) -> dict[str, Any]:
-    return {"key": var.key, "value": var.val if var.val is not None else "", "description": var.description}
+    """The API's Variable: the value decrypted, ``***`` when the key looks sensitive (scheduler.variables)."""
+    from scheduler.variables import record
+
+    return record(var)
 
 
 def pool_record(pool: Any, counts: dict[str, int]) -> dict[str, Any]:

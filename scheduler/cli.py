@@ -249,7 +249,11 @@ def cmd_dags_test(ctx: Context) -> int:
     conf = _parse_conf(ctx.args.conf)
     logical_date = _parse_date(ctx.args.logical_date, "LOGICAL_DATE")
     dag = ctx.load_dag(ctx.args.dag_id)
-    result = run_dag_in_process(dag, logical_date=logical_date, conf=conf, variables=ctx.variables())
+    from scheduler.cli_secrets import masked_output
+
+    with masked_output():
+        result = run_dag_in_process(dag, logical_date=logical_date, conf=conf, variables=ctx.variables(),
+                                    dag_loader=ctx.load_dag)
     return 0 if str(result.state) == "success" else 1
 
 
@@ -344,8 +348,10 @@ def cmd_dags_trigger(ctx: Context) -> int:
     given = _parse_date(ctx.args.logical_date, "--logical-date")
     logical_date = now if given is None else to_utc(given)
     run_id = ctx.args.run_id if ctx.args.run_id is not None else f"manual__{logical_date.isoformat()}"
-    if not run_id.strip():
-        raise UsageError("--run-id must not be empty")
+    from scheduler.identifiers import run_id_problem
+
+    if (reason := run_id_problem(run_id)) is not None:
+        raise UsageError(f"--run-id: {reason}")
     ctx.sync_dags()
     with ctx.session() as session:
         sdag = _serialized_dag(session, ctx.args.dag_id)
@@ -445,8 +451,11 @@ def cmd_tasks_test(ctx: Context) -> int:
     dag = ctx.load_dag(ctx.args.dag_id)
     if not dag.has_task(ctx.args.task_id):
         raise TaskNotFound(ctx.args.dag_id, ctx.args.task_id)
-    outcome = run_task_in_process(dag, ctx.args.task_id, logical_date=logical_date, conf=conf,
-                                  variables=ctx.variables())
+    from scheduler.cli_secrets import masked_output
+
+    with masked_output():
+        outcome = run_task_in_process(dag, ctx.args.task_id, logical_date=logical_date, conf=conf,
+                                      variables=ctx.variables())
     return 0 if str(outcome.state) in ("success", "skipped") else 1
 
 
@@ -793,6 +802,9 @@ def cmd_users_create(ctx: Context) -> int:
                 session, username=args.username, password=password, role=args.role, email=args.email,
                 first_name=args.firstname or "", last_name=args.lastname or "",
             )
+            from scheduler.cli_secrets import cli_audit
+
+            cli_audit(session, "user.create", extra={"username": args.username.strip(), "role": args.role})
     except UserError as exc:
         raise UsageError(str(exc)) from None
     print(f"User {args.username.strip()!r} created with role {args.role}.")
@@ -822,6 +834,9 @@ def cmd_users_delete(ctx: Context) -> int:
     try:
         with ctx.session() as session:
             delete_user(session, ctx.args.username)
+            from scheduler.cli_secrets import cli_audit
+
+            cli_audit(session, "user.delete", extra={"username": ctx.args.username})
     except UserError as exc:
         raise UsageError(str(exc)) from None
     print(f"User {ctx.args.username!r} deleted.")
@@ -901,6 +916,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("standalone", help="migrate and run everything on this machine (until Ctrl-C)")
     p.set_defaults(func=cmd_standalone)
     _add_web_commands(sub)
+    from scheduler.cli_secrets import add_commands as add_secret_commands
+
+    add_secret_commands(sub, _Parser)
+    from scheduler.cli_celery import add_commands as add_celery_commands
+
+    add_celery_commands(sub, _Parser)
 
     db = sub.add_parser("db", help="the metadata database").add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     db.required = True
@@ -988,6 +1009,9 @@ _USAGE_ERRORS = (UsageError, ConfigError, DagNotFound, TaskNotFound, DagRunNotFo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from scheduler.cli_secrets import SecretsUsageError
+
+    usage_errors = (*_USAGE_ERRORS, SecretsUsageError)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -998,7 +1022,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "needs_context", True) is False:
             return int(args.func(None))
         return int(args.func(Context(args)))
-    except _USAGE_ERRORS as exc:
+    except usage_errors as exc:
         print(f"updraft: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DatabaseError as exc:

@@ -98,10 +98,13 @@ SPEC: dict[tuple[str, str], tuple[Callable[[Any], Any], Any]] = {
     ("core", "max_active_runs_per_dag"): (_parse_int(1), 16),
     ("core", "max_active_tasks_per_dag"): (_parse_int(1), 16),
     ("core", "killed_task_cleanup_time"): (_parse_float(0.1), 60.0),
+    ("core", "max_map_length"): (_parse_int(1), 1024),
+    ("core", "fernet_key"): (_parse_str, ""),
     ("dag_processor", "refresh_interval"): (_parse_int(1), 300),
     ("scheduler", "scheduler_heartbeat_sec"): (_parse_float(0.1), 5.0),
     ("scheduler", "task_instance_heartbeat_sec"): (_parse_float(0.1), 5.0),
     ("scheduler", "task_instance_heartbeat_timeout"): (_parse_float(1.0), 300.0),
+    ("scheduler", "scheduler_health_check_threshold"): (_parse_float(1.0), 30.0),
     ("scheduler", "graceful_shutdown_timeout"): (_parse_float(0.0), 30.0),
     ("database", "sql_alchemy_conn"): (_parse_nonempty_str, None),
     ("database", "sql_alchemy_pool_size"): (_parse_int(1), 5),
@@ -113,6 +116,10 @@ SPEC: dict[tuple[str, str], tuple[Callable[[Any], Any], Any]] = {
     ("webserver", "web_server_port"): (_parse_int(1, 65535), 8080),
     ("webserver", "workers"): (_parse_int(1), 2),
     ("celery", "broker_url"): (_parse_nonempty_str, "redis://127.0.0.1:6379/0"),
+    ("celery", "worker_concurrency"): (_parse_int(1), 8),
+    ("celery", "visibility_timeout"): (_parse_int(1), 21600),
+    ("celery", "queue_prefix"): (_parse_str, ""),
+    ("celery", "operation_timeout"): (_parse_float(0.1), 5.0),
 }
 
 

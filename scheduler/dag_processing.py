@@ -187,7 +187,6 @@ class _Writer:
             raise self.error
 
     def _run(self) -> None:
-        from scheduler.db.engine import session_scope
 
         done = False
         while not done:
@@ -206,11 +205,28 @@ class _Writer:
                     break
             if batch and self.error is None:
                 try:
-                    with session_scope(self._engine) as session:
-                        for result in batch:
-                            self._record(session, result)
+                    self._write(batch)
                 except BaseException as exc:  # noqa: B036 - handed to the calling thread
                     self.error = exc
+
+    def _write(self, batch: list[ParseResult]) -> None:
+        """Record a batch in one transaction. Another scheduler parsing the same new file may insert
+        its DAG row first (a unique violation here): the batch is then written again, and finds it."""
+        from sqlalchemy.exc import IntegrityError
+
+        from scheduler.db.engine import retry_transient, session_scope
+
+        def unit() -> None:
+            with session_scope(self._engine) as session:
+                for result in batch:
+                    self._record(session, result)
+
+        try:
+            retry_transient(unit, what="recording parsed DAG files")
+        except IntegrityError as exc:
+            logger.info("another scheduler recorded some of these DAG files first (%s); recording them again",
+                        str(exc.orig).splitlines()[0] if exc.orig is not None else exc)
+            retry_transient(unit, what="recording parsed DAG files")
 
 
 def _parse_and_record(

@@ -41,6 +41,14 @@ class RunPlan:
     next_due: datetime | None = None
     #: Task ids held back only by depends_on_past.
     waiting_on_past: list[str] = field(default_factory=list)
+    #: Changes of expanded (map_index >= 0) instances: (task_id, map_index) -> (old, new, why).
+    mapped_changes: dict[tuple[str, int], tuple[S, S, str]] = field(default_factory=dict)
+    #: Mapped tasks to expand now: task_id -> how many instances (their -1 instance becomes index 0).
+    expansions: dict[str, int] = field(default_factory=dict)
+
+
+#: What ``map_length`` answers for a mapped task ready to expand: a length, or the reason it cannot expand.
+MapLength = Callable[[str], "int | str"]
 
 
 def runs_without_executing(sdag: SerializedDAG, task_id: str) -> bool:
@@ -56,14 +64,26 @@ def plan_run(
     now: datetime,
     *,
     past_allows: Callable[[str], bool] = lambda task_id: True,
+    mapped_states: Mapping[str, Mapping[int, S]] | None = None,
+    mapped_retry_at: Mapping[tuple[str, int], datetime | None] | None = None,
+    map_length: MapLength | None = None,
 ) -> RunPlan:
-    """Decide the run's moves at ``now``; ``states`` has every task instance of the run by task_id.
+    """Decide the run's moves at ``now``; ``states`` has every unexpanded task instance of the run by task_id.
 
     ``past_allows(task_id)`` answers depends_on_past (the caller looks up the previous
     run); it is asked only for tasks that have depends_on_past set and are otherwise ready.
+
+    Mapped tasks: ``mapped_states`` has the instances of tasks already expanded
+    (task_id -> map_index -> state; ``mapped_retry_at`` their next_retry_at), which a
+    downstream trigger rule counts one by one. A mapped task still unexpanded (its -1
+    instance in ``states``) whose trigger rule is met is expanded: ``map_length(task_id)``
+    says into how many instances (``plan.expansions``; 0 skips it), or why it cannot be
+    (the task fails).
     """
     plan = RunPlan()
     current = dict(states)
+    mapped: dict[str, dict[int, S]] = {t: dict(m) for t, m in (mapped_states or {}).items() if m}
+    retry_at = dict(mapped_retry_at or {})
     progressed = True
 
     def change(task_id: str, new: S, why: str) -> None:
@@ -72,9 +92,30 @@ def plan_run(
         current[task_id] = new
         progressed = True
 
+    def change_mapped(task_id: str, index: int, new: S, why: str) -> None:
+        nonlocal progressed
+        old = (mapped_states or {}).get(task_id, {}).get(index, S.NONE)
+        plan.mapped_changes[(task_id, index)] = (old, new, why)
+        mapped[task_id][index] = new
+        progressed = True
+
+    def upstream_states(task_id: str) -> list[S]:
+        found: list[S] = []
+        for u in sorted(sdag.tasks[task_id].upstream):
+            if u in mapped:
+                found.extend(mapped[u].values())
+            elif u in current:
+                found.append(current[u])
+        return found
+
     while progressed:
         progressed = False
         for task_id in sdag.task_order:
+            if task_id in mapped:
+                if task_id in plan.expansions:
+                    continue  # its instances are decided once they exist (the caller's next look)
+                _plan_mapped(sdag, task_id, mapped[task_id], retry_at, now, plan, upstream_states, change_mapped)
+                continue
             state = current.get(task_id)
             if state is None:
                 continue
@@ -89,7 +130,7 @@ def plan_run(
             if state is not S.NONE:
                 continue
             task = sdag.tasks[task_id]
-            counts = UpstreamCounts.from_states(current[u] for u in sorted(task.upstream) if u in current)
+            counts = UpstreamCounts.from_states(upstream_states(task_id))
             decision = evaluate(task.trigger_rule, counts)
             if decision is Decision.WAIT:
                 continue
@@ -103,19 +144,71 @@ def plan_run(
             elif task.get("depends_on_past") and not past_allows(task_id):
                 if task_id not in plan.waiting_on_past:
                     plan.waiting_on_past.append(task_id)
+            elif task.get("is_mapped"):
+                length = map_length(task_id) if map_length is not None else "no way to read what it maps over"
+                if isinstance(length, str):
+                    change(task_id, S.FAILED, f"cannot expand the mapped task: {length}")
+                elif length == 0:
+                    change(task_id, S.SKIPPED, "mapped over nothing (length 0)")
+                else:
+                    plan.expansions[task_id] = length
+                    mapped[task_id] = {i: S.NONE for i in range(length)}
+                    current.pop(task_id, None)
+                    progressed = True
             elif runs_without_executing(sdag, task_id):
                 change(task_id, S.SUCCESS, "EmptyOperator: marked success without running")
             else:
                 change(task_id, S.SCHEDULED, "trigger rule met")
-    _decide_run_state(sdag, current, plan)
+    _decide_run_state(sdag, current, plan, mapped)
     return plan
 
 
-def _decide_run_state(sdag: SerializedDAG, current: Mapping[str, S], plan: RunPlan) -> None:
+def _plan_mapped(
+    sdag: SerializedDAG, task_id: str, instances: dict[int, S], retry_at: Mapping[tuple[str, int], datetime | None],
+    now: datetime, plan: RunPlan, upstream_states: Callable[[str], list[S]],
+    change_mapped: Callable[[str, int, S, str], None],
+) -> None:
+    """The instances of an expanded mapped task: retries and reschedules whose time came, and new ones
+    (decided by the task's trigger rule, as the unexpanded task was)."""
+    task = sdag.tasks[task_id]
+    decision: Decision | None = None
+    counts: UpstreamCounts | None = None
+    for index in sorted(instances):
+        state = instances[index]
+        if state in WAITING_FOR_TIME:
+            due = retry_at.get((task_id, index))
+            if due is None or due <= now:
+                why = "retry delay over" if state is S.UP_FOR_RETRY else "time for the next poke"
+                change_mapped(task_id, index, S.SCHEDULED, why)
+            elif plan.next_due is None or due < plan.next_due:
+                plan.next_due = due
+            continue
+        if state is not S.NONE:
+            continue
+        if decision is None:
+            counts = UpstreamCounts.from_states(upstream_states(task_id))
+            decision = evaluate(task.trigger_rule, counts)
+        if decision is Decision.WAIT:
+            continue
+        if decision is Decision.SKIP:
+            change_mapped(task_id, index, S.SKIPPED, f"trigger rule '{task.trigger_rule}' can no longer be met")
+        elif decision is Decision.UPSTREAM_FAILED:
+            change_mapped(task_id, index, S.UPSTREAM_FAILED, f"trigger rule '{task.trigger_rule}' can no longer be met")
+        else:
+            change_mapped(task_id, index, S.SCHEDULED, "trigger rule met")
+
+
+def _decide_run_state(
+    sdag: SerializedDAG, current: Mapping[str, S], plan: RunPlan, mapped: Mapping[str, Mapping[int, S]] | None = None,
+) -> None:
+    mapped = mapped or {}
     unfinished = [t for t, s in current.items() if s not in FINISHED]
+    unfinished += [f"{t}[{i}]" for t, m in mapped.items() for i, s in sorted(m.items()) if s not in FINISHED]
     leaves = [t for t in sdag.leaves if t in current]
     if not unfinished:
         failed = [t for t in leaves if current[t] in (S.FAILED, S.UPSTREAM_FAILED)]
+        failed += [t for t in sdag.leaves if t in mapped
+                   and any(s in (S.FAILED, S.UPSTREAM_FAILED) for s in mapped[t].values())]
         if failed:
             plan.run_state = DagRunState.FAILED
             plan.run_reason = f"task_failure: leaf tasks {failed} failed or upstream_failed"
@@ -123,8 +216,9 @@ def _decide_run_state(sdag: SerializedDAG, current: Mapping[str, S], plan: RunPl
             plan.run_state = DagRunState.SUCCESS
             plan.run_reason = "success"
         return
-    movable = [t for t in unfinished if current[t] is not S.NONE]
-    if movable or plan.waiting_on_past:
+    movable = [t for t in unfinished if t in current and current[t] is not S.NONE]
+    movable += [t for t, m in mapped.items() if any(s not in FINISHED and s is not S.NONE for s in m.values())]
+    if movable or plan.waiting_on_past or plan.expansions:
         return
     # Every unfinished instance is 'none' and none can ever be decided: Airflow calls this a deadlock.
     plan.run_state = DagRunState.FAILED

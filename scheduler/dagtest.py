@@ -53,6 +53,11 @@ class DagTestResult:
     durations: dict[str, float] = field(default_factory=dict)
     data_interval_start: datetime | None = None
     data_interval_end: datetime | None = None
+    #: mapped task id -> map index -> state, and the return values of the map indexes in order
+    mapped_states: dict[str, dict[int, TaskInstanceState]] = field(default_factory=dict)
+    mapped_xcoms: dict[str, list[Any]] = field(default_factory=dict)
+    #: the runs this test saw (its own, and those its tasks triggered)
+    dag_runs: MemoryDagRunsService | None = None
 
 
 # --- log lines -------------------------------------------------------------------------------
@@ -91,6 +96,10 @@ class _Run:
     states: dict[str, TaskInstanceState] = field(default_factory=dict)
     tries: dict[str, int] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
+    #: mapped task id -> map index -> state (a mapped task's own entry in ``states`` sums them up)
+    mapped_states: dict[str, dict[int, TaskInstanceState]] = field(default_factory=dict)
+    dag_runs: MemoryDagRunsService | None = None
+    max_map_length: int = 1024
     _logs: dict[str, logging.Logger] = field(default_factory=dict)
 
     def log(self, task_id: str | None = None) -> logging.Logger:
@@ -100,6 +109,12 @@ class _Run:
         return self._logs[name]
 
     def context(self, task: BaseOperator, ti: RuntimeTaskInstance) -> Context:
+        context = self._context(task, ti)
+        if self.dag_runs is not None:
+            context["dag_runs_service"] = self.dag_runs
+        return context
+
+    def _context(self, task: BaseOperator, ti: RuntimeTaskInstance) -> Context:
         return build_context(
             dag=self.dag,
             task=task,
@@ -118,7 +133,7 @@ class _Run:
     def try_once(
         self, task: BaseOperator, try_number: int, max_tries: int,
         on_rendered: Callable[[dict[str, Any]], None] | None = None,
-        reschedules: list[datetime] | None = None,
+        reschedules: list[datetime] | None = None, map_index: int = -1,
     ) -> TryOutcome:
         """One try on a shallow copy of the task, so rendering never changes the DAG's own task.
 
@@ -128,12 +143,13 @@ class _Run:
         log = self.log(task.task_id)
         ti = RuntimeTaskInstance(
             task=working, run_id=self.dag_run.run_id, xcom=self.xcom, try_number=try_number,
-            max_tries=max_tries, dag_run=self.dag_run, log=log,
+            max_tries=max_tries, dag_run=self.dag_run, log=log, map_index=map_index,
         )
         ti.first_try_start = reschedules[0] if reschedules else None  # type: ignore[attr-defined]
         ti.task_reschedule_count = len(reschedules or ())  # type: ignore[attr-defined]
         context = self.context(working, ti)
-        log.info("Running task %s (try %d of %d)", task.task_id, try_number, max_tries + 1)
+        label = task.task_id if map_index < 0 else f"{task.task_id}[{map_index}]"
+        log.info("Running task %s (try %d of %d)", label, try_number, max_tries + 1)
         with _stdout_to(self.out):
             return execute_try(working, context, xcom=self.xcom, log=log, on_rendered=on_rendered)
 
@@ -156,7 +172,7 @@ class _Run:
 
     def _step(self, task: BaseOperator) -> bool:
         """Decide and, if ready, run one pending task; False while it must wait."""
-        counts = UpstreamCounts.from_states(self.states[u] for u in sorted(task.upstream_task_ids))
+        counts = UpstreamCounts.from_states(self._upstream_states(task))
         decision = evaluate(task.trigger_rule, counts)
         log = self.log(task.task_id)
         if decision is Decision.WAIT:
@@ -169,6 +185,8 @@ class _Run:
             self.states[task.task_id] = S.UPSTREAM_FAILED
             log.info("Marking task as UPSTREAM_FAILED: trigger rule '%s' can no longer be met (%s)",
                      task.trigger_rule.value, _describe(counts))
+        elif task.is_mapped:
+            self._run_mapped(task)
         elif _runs_without_executing(task):
             self.states[task.task_id] = S.SUCCESS
             log.info("Marking task as SUCCESS without running it (%s)", type(task).__name__)
@@ -176,14 +194,54 @@ class _Run:
             self._run_with_retries(task)
         return True
 
-    def _run_with_retries(self, task: BaseOperator) -> None:
+    def _upstream_states(self, task: BaseOperator) -> list[TaskInstanceState]:
+        """The states the trigger rule counts: one per upstream task, one per map index of a mapped one."""
+        states: list[TaskInstanceState] = []
+        for u in sorted(task.upstream_task_ids):
+            if u in self.mapped_states and self.mapped_states[u]:
+                states.extend(self.mapped_states[u].values())
+            else:
+                states.append(self.states[u])
+        return states
+
+    def _run_mapped(self, task: BaseOperator) -> None:
+        """Expand a mapped task now that its input is known, and run every map index (retries each)."""
+        from scheduler.authoring.mapping import MappedOperator, MappingError
+
+        assert isinstance(task, MappedOperator)
+        log = self.log(task.task_id)
+        probe = RuntimeTaskInstance(task=task, run_id=self.dag_run.run_id, xcom=self.xcom, dag_run=self.dag_run, log=log)
+        probe_context = self.context(task, probe)
+        try:
+            length = task.map_length(lambda arg: arg.resolve(probe_context), self.max_map_length)
+        except MappingError as exc:
+            self.states[task.task_id] = S.FAILED
+            log.error("Marking task as FAILED: %s", exc)
+            return
+        if length == 0:
+            self.states[task.task_id] = S.SKIPPED
+            log.info("Marking task as SKIPPED: it maps over nothing (length 0)")
+            return
+        log.info("Expanding mapped task into %d task instances", length)
+        self.mapped_states[task.task_id] = {i: S.NONE for i in range(length)}
+        for index in range(length):
+            self._run_with_retries(task, map_index=index)
+        final = list(self.mapped_states[task.task_id].values())
+        if any(st is S.FAILED for st in final):
+            self.states[task.task_id] = S.FAILED
+        elif all(st is S.SKIPPED for st in final):
+            self.states[task.task_id] = S.SKIPPED
+        else:
+            self.states[task.task_id] = S.SUCCESS
+
+    def _run_with_retries(self, task: BaseOperator, map_index: int = -1) -> None:
         max_tries = task.retries
         try_number = 1
         reschedules: list[datetime] = []
         while True:
             started = utcnow()
-            outcome = self.try_once(task, try_number, max_tries, reschedules=reschedules)
-            self.tries[task.task_id] = try_number
+            outcome = self.try_once(task, try_number, max_tries, reschedules=reschedules, map_index=map_index)
+            self.tries[task.task_id] = max(self.tries[task.task_id], try_number)
             self.durations[task.task_id] += outcome.duration
             if outcome.state is S.UP_FOR_RESCHEDULE and outcome.reschedule_date is not None:
                 reschedules.append(started)
@@ -196,7 +254,10 @@ class _Run:
             self.log(task.task_id).info(
                 "retrying (try %d of %d), retry_delay not awaited in dags test", try_number, max_tries + 1
             )
-        self.states[task.task_id] = outcome.state
+        if map_index >= 0:
+            self.mapped_states[task.task_id][map_index] = outcome.state
+        else:
+            self.states[task.task_id] = outcome.state
         for skipped in outcome.skip_task_ids:
             if self.states.get(skipped) is S.NONE:
                 self.states[skipped] = S.SKIPPED
@@ -216,6 +277,8 @@ class _Run:
     def final_state(self) -> DagRunState:
         for leaf in self.dag.leaves:
             if self.states[leaf.task_id] in (S.FAILED, S.UPSTREAM_FAILED):
+                return DagRunState.FAILED
+            if any(st in (S.FAILED, S.UPSTREAM_FAILED) for st in self.mapped_states.get(leaf.task_id, {}).values()):
                 return DagRunState.FAILED
         return DagRunState.SUCCESS
 
@@ -244,13 +307,95 @@ class _Run:
 
     def summary(self, state: DagRunState) -> None:
         rows = [("task_id", "state", "tries", "duration")]
-        rows += [(t, str(s), str(self.tries[t]), f"{self.durations[t]:.2f}s") for t, s in self.states.items()]
+        for t, st in self.states.items():
+            rows.append((t, str(st), str(self.tries[t]), f"{self.durations[t]:.2f}s"))
+            rows += [(f"{t}[{i}]", str(ms), "", "") for i, ms in sorted(self.mapped_states.get(t, {}).items())]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         self.out.write("\n".join(lines) + "\n")
         self.log().info("Dag run %s finished with state %s", self.dag_run.run_id, state.value)
         self.out.flush()
+
+
+class MemoryDagRunsService:
+    """The runs other DAGs' operators see in ``dags test``: kept in memory, nothing recorded.
+
+    A TriggerDagRunOperator's run is run at once, in this process, when ``dag_loader`` can
+    load the triggered DAG (its outcome is then known to ``wait_for_completion`` and to
+    ExternalTaskSensors); otherwise it stays queued.
+    """
+
+    def __init__(self, *, dag_loader: Callable[[str], DAG] | None, out: TextIO, variables: Variables | None,
+                 current: DAG) -> None:
+        self.dag_loader = dag_loader
+        self.out = out
+        self.variables = variables
+        self._dags: dict[str, DAG] = {current.dag_id: current}
+        #: (dag_id, run_id) -> (logical_date, state, task states)
+        self.runs: dict[tuple[str, str], tuple[datetime, str, dict[str, str]]] = {}
+        self.triggered: list[tuple[str, str, dict[str, Any]]] = []
+
+    def record(self, dag_id: str, run_id: str, logical_date: datetime, state: str,
+               task_states: dict[str, str] | None = None) -> None:
+        self.runs[(dag_id, run_id)] = (logical_date, state, dict(task_states or {}))
+
+    def _dag(self, dag_id: str) -> DAG | None:
+        if dag_id not in self._dags and self.dag_loader is not None:
+            try:
+                self._dags[dag_id] = self.dag_loader(dag_id)
+            except Exception:  # noqa: BLE001 - an unknown or broken DAG is "does not exist" here
+                return None
+        return self._dags.get(dag_id)
+
+    def dag_exists(self, dag_id: str) -> bool:
+        return self._dag(dag_id) is not None or self.dag_loader is None
+
+    def task_ids(self, dag_id: str) -> list[str] | None:
+        dag = self._dag(dag_id)
+        return None if dag is None else list(dag.task_dict)
+
+    def group_task_ids(self, dag_id: str, group_id: str) -> list[str]:
+        dag = self._dag(dag_id)
+        group = dag.task_group_dict.get(group_id) if dag is not None else None
+        return [] if group is None else [t.task_id for t in group.iter_tasks()]
+
+    def trigger(self, dag_id: str, *, run_id: str, logical_date: datetime, conf: dict[str, Any]) -> None:
+        from scheduler.authoring.cross_dag import DagRunExists
+
+        if (dag_id, run_id) in self.runs:
+            raise DagRunExists(f"DAGRun with DAG ID: '{dag_id}' and DAGRun ID: '{run_id}' already exists")
+        self.triggered.append((dag_id, run_id, dict(conf)))
+        self.record(dag_id, run_id, logical_date, "queued")
+        dag = self._dag(dag_id) if self.dag_loader is not None else None
+        if dag is None:
+            return
+        result = run_dag_in_process(dag, logical_date=logical_date, conf=conf, variables=self.variables,
+                                    out=self.out, dag_loader=self.dag_loader, dag_runs=self)
+        # the nested run is keyed by its own run id; keep the one the operator asked for too
+        self.record(dag_id, run_id, logical_date, result.state.value,
+                    {t: str(s) for t, s in result.task_states.items()})
+
+    def reset(self, dag_id: str, run_id: str) -> None:
+        logical_date, _state, _tasks = self.runs.pop((dag_id, run_id))
+        self.trigger(dag_id, run_id=run_id, logical_date=logical_date, conf={})
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        found = self.runs.get((dag_id, run_id))
+        return None if found is None else found[1]
+
+    def count(self, dag_id: str, logical_dates: Any, task_ids: Any, states: Any) -> int:
+        wanted = {str(s) for s in states}
+        dates = set(logical_dates)
+        total = 0
+        for (d, _r), (when, state, tasks) in self.runs.items():
+            if d != dag_id or when not in dates:
+                continue
+            if task_ids is None:
+                total += state in wanted
+            else:
+                total += sum(1 for t in task_ids if tasks.get(t) in wanted)
+        return total
 
 
 def _runs_without_executing(task: BaseOperator) -> bool:
@@ -276,7 +421,7 @@ def _check_conf(dag: DAG, conf: Any) -> dict[str, Any]:
 
 def _start(
     dag: DAG, logical_date: datetime | None, conf: Any, variables: Variables | None, out: TextIO | None,
-    run_id_prefix: str,
+    run_id_prefix: str, dag_loader: Callable[[str], DAG] | None = None,
 ) -> _Run:
     """Validate conf and params (before anything runs) and set up the run's identity."""
     run_conf = _check_conf(dag, conf)
@@ -291,7 +436,10 @@ def _start(
         data_interval_start=interval.start.astimezone(UTC), data_interval_end=interval.end.astimezone(UTC),
         run_type="manual", conf=run_conf, start_date=utcnow(),
     )
-    return _Run(dag=dag, conf=run_conf, variables=variables, out=out or sys.stdout, dag_run=dag_run)
+    run = _Run(dag=dag, conf=run_conf, variables=variables, out=out or sys.stdout, dag_run=dag_run)
+    run.dag_runs = MemoryDagRunsService(dag_loader=dag_loader, out=run.out, variables=variables, current=dag)
+    run.dag_runs.record(dag.dag_id, run_id, when, "running")
+    return run
 
 
 def run_dag_in_process(
@@ -301,6 +449,8 @@ def run_dag_in_process(
     conf: dict[str, Any] | None = None,
     variables: Variables | None = None,
     out: TextIO | None = None,
+    dag_loader: Callable[[str], DAG] | None = None,
+    dag_runs: MemoryDagRunsService | None = None,
 ) -> DagTestResult:
     """Run every task of ``dag`` once in this process (``updraft dags test``); nothing is recorded.
 
@@ -308,7 +458,10 @@ def run_dag_in_process(
     is ``manual__<iso>``; invalid conf raises ParamValidationError before anything runs.
     Output (log lines, task output, the summary table) goes to ``out`` (default: stdout).
     """
-    run = _start(dag, logical_date, conf, variables, out, "manual__{}")
+    run = _start(dag, logical_date, conf, variables, out, "manual__{}", dag_loader)
+    if dag_runs is not None:  # a DAG triggered by another in the same `dags test` shares its runs
+        dag_runs.record(dag.dag_id, run.dag_run.run_id, run.dag_run.logical_date, "running")
+        run.dag_runs = dag_runs
     run.log().info("Running DAG %s, run %s (data interval %s to %s)", dag.dag_id, run.dag_run.run_id,
                    run.dag_run.data_interval_start.isoformat(), run.dag_run.data_interval_end.isoformat())
     run.run_all()
@@ -316,6 +469,9 @@ def run_dag_in_process(
     run.dag_run.state = state.value
     run.dag_callbacks(state)
     run.summary(state)
+    assert run.dag_runs is not None
+    run.dag_runs.record(dag.dag_id, run.dag_run.run_id, run.dag_run.logical_date, state.value,
+                        {**{t: str(s) for t, s in run.states.items()}})
     return DagTestResult(
         state=state,
         task_states=dict(run.states),
@@ -326,6 +482,10 @@ def run_dag_in_process(
         durations=dict(run.durations),
         data_interval_start=run.dag_run.data_interval_start,
         data_interval_end=run.dag_run.data_interval_end,
+        mapped_states={t: dict(m) for t, m in run.mapped_states.items()},
+        mapped_xcoms={t: run.xcom.pull_mapped(dag.dag_id, run.dag_run.run_id, t, "return_value")
+                      for t in run.mapped_states},
+        dag_runs=run.dag_runs,
     )
 
 

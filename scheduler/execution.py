@@ -28,6 +28,17 @@ if TYPE_CHECKING:
     from scheduler.authoring.baseoperator import BaseOperator
 
 
+#: The contexts of the tries running in this process, innermost last (``get_current_context``).
+_CONTEXTS: list[dict[str, Any]] = []
+
+
+def current_context() -> dict[str, Any]:
+    """The context of the task try running in this process; RuntimeError outside a try."""
+    if not _CONTEXTS:
+        raise RuntimeError("no task is running in this process: get_current_context() works only inside a task")
+    return _CONTEXTS[-1]
+
+
 class TaskExecutionTimeout(UpdraftError):
     """The task ran longer than its execution_timeout (Airflow: AirflowTaskTimeout); retries apply."""
 
@@ -70,6 +81,21 @@ def execute_try(
     change the outcome. ``on_rendered`` (``tasks test``) sees the rendered fields before
     anything executes.
     """
+    _CONTEXTS.append(context)
+    try:
+        return _execute_try(task, context, xcom=xcom, log=log, on_rendered=on_rendered)
+    finally:
+        _CONTEXTS.pop()
+
+
+def _execute_try(
+    task: BaseOperator,
+    context: dict[str, Any],
+    *,
+    xcom: XComStore,
+    log: logging.Logger,
+    on_rendered: Callable[[dict[str, Any]], None] | None = None,
+) -> TryOutcome:
     ti: RuntimeTaskInstance = context["ti"]
     started = time.monotonic()
     ti.start_date = utcnow()
@@ -78,6 +104,8 @@ def execute_try(
     outcome = TryOutcome(state=TaskInstanceState.FAILED)
     error: BaseException | None = None
     try:
+        if task.is_mapped:  # the real operator of this map index
+            task = _unmap(task, context)
         outcome.rendered_fields = render_template_fields(task, context)
         if "templates_dict" in task.template_fields:
             context["templates_dict"] = getattr(task, "templates_dict", None)
@@ -114,6 +142,19 @@ def execute_try(
     ti.end_date = utcnow()
     _finish(task, ti, context, outcome, error, log)
     return outcome
+
+
+def _unmap(task: BaseOperator, context: dict[str, Any]) -> BaseOperator:
+    from scheduler.authoring.mapping import MappedOperator
+
+    assert isinstance(task, MappedOperator)
+    ti: RuntimeTaskInstance = context["ti"]
+    if ti.map_index < 0:
+        raise UpdraftError(f"mapped task '{task.task_id}' runs only as expanded instances (map_index >= 0)")
+    real = task.unmap(ti.map_index, lambda arg: arg.resolve(context))
+    context["task"] = real
+    ti.task = real
+    return real
 
 
 def _finish(

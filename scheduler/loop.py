@@ -170,7 +170,7 @@ class Scheduler:
 
     def create_due_runs(self, now: datetime) -> datetime | None:
         """Create the due scheduled runs of every schedulable DAG; return the earliest time more become due."""
-        from scheduler.db import store
+        from scheduler.db import assets, store
         from scheduler.db.engine import retry_transient, session_scope
 
         def listing() -> tuple[list[DagHead], dict[str, int]]:
@@ -196,6 +196,7 @@ class Scheduler:
             if memo.next_due is not None and (next_due is None or memo.next_due < next_due):
                 next_due = memo.next_due
         self._memos = memos
+        assets.create_asset_triggered_runs_logged(self.engine, now)  # DAGs scheduled on updated assets
         return next_due
 
     def _look_at_dag(self, head: DagHead, active_runs: int, now: datetime) -> _DagMemo:
@@ -263,11 +264,13 @@ class Scheduler:
         self._folder_watcher = FolderWatcher(self.settings.dags_folder, self._on_folder_change)
         if not self._folder_watcher.start():
             self._folder_watcher = None
-        self._db_watcher = DatabaseWatcher(self.engine)
         if self.executor is None:
             from scheduler.executors import make_executor
 
             self.executor = make_executor(self.settings)
+        self._db_watcher = DatabaseWatcher(
+            self.engine, runner_writes_announced=bool(getattr(self.executor, "announces_records", False))
+        )
         self._start_job()
         self.executor.start(lambda: self._wakeup.set("executor"))
         failures = 0
@@ -374,11 +377,13 @@ class Scheduler:
         import os
         import socket
 
+        from scheduler.db import ha
         from scheduler.db.engine import session_scope
         from scheduler.db.models import Job
 
         now = utcnow()
         with session_scope(self.engine) as session:
+            ha.refuse_second_sqlite_scheduler(session, now=now, threshold=ha.health_threshold(self.settings))
             job = Job(
                 job_type="SchedulerJob", hostname=socket.gethostname(), pid=os.getpid(), state="running",
                 start_date=now, latest_heartbeat=now,
@@ -391,14 +396,12 @@ class Scheduler:
     def _heartbeat(self) -> None:
         if self.job_id is None or time.monotonic() < self._next_heartbeat:
             return
-        from sqlalchemy import update
-
+        from scheduler.db import ha
         from scheduler.db.engine import session_scope
-        from scheduler.db.models import Job
 
         self._next_heartbeat = time.monotonic() + self._heartbeat_seconds
         with session_scope(self.engine) as session:
-            session.execute(update(Job).where(Job.id == self.job_id).values(latest_heartbeat=utcnow()))
+            ha.heartbeat(session, self.job_id, now=utcnow())  # revives a row another scheduler took for dead
 
     def _end_job(self) -> None:
         if self.job_id is None:

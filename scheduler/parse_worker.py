@@ -214,9 +214,11 @@ def import_dag_file(path: Path, *, default_timezone: str, dags_folder: Path) -> 
     invalid DAG or a dag_id defined twice in the file.
     """
     from scheduler.authoring import dag as dag_module
+    from scheduler.authoring.airflow_shim import install as serve_airflow_imports
     from scheduler.clock import get_timezone
     from scheduler.exceptions import DagDefinitionError
 
+    serve_airflow_imports()  # `import airflow...` in DAG files, unless a real Airflow is installed
     dag_module.DEFAULT_TIMEZONE = get_timezone(default_timezone)
     for entry in (str(dags_folder), str(path.parent)):
         if entry not in sys.path:
@@ -602,8 +604,13 @@ def _preload() -> Any:
 
     for name in scheduler.__all__:
         getattr(scheduler, name)
-    for extra in ("scheduler.authoring.taskflow", "scheduler.authoring.operators", "scheduler.authoring.params"):
+    for extra in ("scheduler.authoring.taskflow", "scheduler.authoring.operators", "scheduler.authoring.params",
+                  "scheduler.authoring.taskgroup", "scheduler.authoring.mapping", "scheduler.authoring.cross_dag",
+                  "scheduler.authoring.assets", "scheduler.authoring.edges"):
         importlib.import_module(extra)
+    from scheduler.authoring.airflow_shim import install as serve_airflow_imports
+
+    serve_airflow_imports()  # once here, inherited by every forked child
     _creation_log()
     _warm_up()
     if sys.platform.startswith("linux"):

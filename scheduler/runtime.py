@@ -57,6 +57,12 @@ class MemoryXComStore:
         raw = self._data.get((dag_id, run_id, task_id, map_index, key))
         return default if raw is None else json.loads(raw)
 
+    def pull_mapped(self, dag_id: str, run_id: str, task_id: str, key: str) -> list[Any]:
+        """The values every map index (>= 0) of a mapped task pushed under ``key``, in map-index order."""
+        found = sorted((k[3], raw) for k, raw in self._data.items()
+                       if k[:3] == (dag_id, run_id, task_id) and k[3] >= 0 and k[4] == key)
+        return [json.loads(raw) for _, raw in found]
+
     def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
         for k in [k for k in self._data if k[:4] == (dag_id, run_id, task_id, map_index)]:
             del self._data[k]
@@ -179,6 +185,8 @@ class RuntimeTaskInstance:
             indexes = list(map_indexes)
 
         def one(task_id: str) -> Any:
+            if map_indexes is None and self._is_mapped(dag_id, task_id):
+                return self.xcom_pull_mapped(task_id, key=key, dag_id=dag_id, run_id=run_id)
             if isinstance(indexes, int):
                 return self._xcom.pull(dag_id, run_id, task_id, indexes, key, default)
             return [self._xcom.pull(dag_id, run_id, task_id, i, key, default) for i in indexes]
@@ -186,6 +194,21 @@ class RuntimeTaskInstance:
         if isinstance(task_ids, str):
             return one(task_ids)
         return [one(t) for t in task_ids]
+
+    def _is_mapped(self, dag_id: str, task_id: str) -> bool:
+        dag = getattr(self.task, "_dag", None)
+        if dag is None or dag.dag_id != dag_id:
+            return False
+        other = dag.task_dict.get(task_id)
+        return bool(getattr(other, "is_mapped", False))
+
+    def xcom_pull_mapped(self, task_id: str, *, key: str = RETURN_KEY, dag_id: str | None = None,
+                         run_id: str | None = None) -> list[Any]:
+        """The values of every map index of a mapped task, in map-index order (what a task downstream receives)."""
+        pull = getattr(self._xcom, "pull_mapped", None)
+        if pull is None:
+            raise XComError(f"task '{self.task_id}': this XCom store cannot read the values of mapped task '{task_id}'")
+        return list(pull(dag_id or self.dag_id, run_id or self.run_id, task_id, key))
 
     # --- branching --------------------------------------------------------------------------------
 

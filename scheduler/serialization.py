@@ -57,8 +57,8 @@ def _task_date(task: BaseOperator, value: datetime | None) -> str | None:
 
 
 def serialize_task(task: BaseOperator) -> dict[str, Any]:
-    cls = type(task)
-    return {
+    cls = getattr(task, "operator_class", type(task)) if task.is_mapped else type(task)
+    data = {
         "task_id": task.task_id,
         "operator": getattr(cls, "custom_operator_name", None) or cls.__name__,
         "operator_class": cls.__name__,
@@ -96,7 +96,13 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         "has_on_retry_callback": _has_callback(task.on_retry_callback),
         "executor_config": to_jsonable(task.executor_config),
         "task_group": getattr(task.task_group, "group_id", None) if task.task_group is not None else None,
+        "is_mapped": task.is_mapped,
+        "outlet_assets": [o.uri for o in task.outlets if type(o).__name__ == "Asset" and hasattr(o, "uri")],
     }
+    if task.is_mapped:
+        data["operator"] = getattr(task, "custom_operator_name", None) or cls.__name__
+        data["expand_input"] = task.expand_input.serialize()  # type: ignore[attr-defined]
+    return data
 
 
 def serialize_dag(dag: DAG, *, fileloc: str | None = None) -> dict[str, Any]:
@@ -132,6 +138,13 @@ def serialize_dag(dag: DAG, *, fileloc: str | None = None) -> dict[str, Any]:
         "deprecations": list(dag.deprecations),
         "task_order": order,
         "tasks": [serialize_task(dag.task_dict[t]) for t in order],
+        # data-aware scheduling: the assets condition that creates runs, and what each task updates
+        "asset_condition": dag.asset_condition.serialize() if dag.asset_condition is not None else None,
+        # for the graph view: the group tree (collapsible groups) and labelled edges
+        "task_group": dag.task_group.serialize(),
+        "edge_info": [
+            {"upstream": up, "downstream": down, **info} for (up, down), info in sorted(dag.edge_info.items())
+        ],
     }
     json.dumps(data)  # fail here, in the parser, if anything is not JSON
     return data

@@ -80,6 +80,7 @@ what the callbacks raise is logged, never raised.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import faulthandler
 import hashlib
@@ -122,6 +123,7 @@ if TYPE_CHECKING:
     from scheduler.authoring.baseoperator import BaseOperator
     from scheduler.authoring.dag import DAG
     from scheduler.config import Settings
+    from scheduler.db.raw import RawCursor, RawDb
     from scheduler.runtime import RuntimeDagRun, RuntimeTaskInstance, XComStore
 
 S = TaskInstanceState
@@ -155,8 +157,12 @@ class TaskProcessError(UpdraftError):
 
 def log_path(base: str | os.PathLike[str], dag_id: str, run_id: str, task_id: str, map_index: int,
              try_number: int) -> Path:
-    """The log file of one try: ``{base}/dag_id=D/run_id=R/task_id=T/[map_index=I/]attempt=N.log``."""
-    path = Path(base) / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    """The log file of one try: ``{base}/dag_id=D/run_id=R/task_id=T/[map_index=I/]attempt=N.log``.
+
+    An id that could leave its folder (a ``/``, a NUL; ids are checked where users give them,
+    this is a second defence) is percent-encoded.
+    """
+    path = Path(base) / f"dag_id={_path_safe(dag_id)}" / f"run_id={_path_safe(run_id)}" / f"task_id={_path_safe(task_id)}"
     if map_index >= 0:
         path = path / f"map_index={map_index}"
     return path / f"attempt={try_number}.log"
@@ -164,7 +170,15 @@ def log_path(base: str | os.PathLike[str], dag_id: str, run_id: str, task_id: st
 
 def callbacks_log_path(base: str | os.PathLike[str], dag_id: str, run_id: str) -> Path:
     """Where callbacks run outside the task's own try log: ``{base}/dag_id=D/run_id=R/callbacks.log``."""
-    return Path(base) / f"dag_id={dag_id}" / f"run_id={run_id}" / "callbacks.log"
+    return Path(base) / f"dag_id={_path_safe(dag_id)}" / f"run_id={_path_safe(run_id)}" / "callbacks.log"
+
+
+def _path_safe(component: str) -> str:
+    if "/" in component or "\0" in component or "\\" in component:
+        from urllib.parse import quote
+
+        return quote(component, safe="")
+    return component
 
 
 def _open_log(path: Path) -> TextIO:
@@ -329,9 +343,27 @@ class _Verdict:
 
 
 class _Supervisor:
-    def __init__(self, workload: TaskWorkload, settings: Settings) -> None:
+    """One try: claim, run the task, record the outcome.
+
+    Two ways to run the task:
+
+    * supervised (the default: ``updraft tasks run``, tests): the task runs in a forked
+      child that this process watches; a child that dies is recorded here as failed, with
+      its callbacks called here;
+    * **direct** (the LocalExecutor's fork server): the task runs in this very process,
+      one fork per try instead of two. A watchdog thread heartbeats, notices an external
+      state change and enforces the execution timeout's hard end (recording the failure
+      and killing the process group when the task ignores its timeout); a process that
+      dies before recording is reported by the fork server's exit event and failed by
+      the scheduler, which sends its callbacks.
+    """
+
+    def __init__(self, workload: TaskWorkload, settings: Settings, *, direct: bool = False) -> None:
         self.w = workload
         self.settings = settings
+        self.direct = direct
+        #: Direct mode: why the task is being stopped (kind: timeout, external, shutdown; message).
+        self.stop_reason: tuple[str, str] | None = None
         self.engine: Engine | None = None
         self.log_file: TextIO | None = None
         self.log = standalone_logger(RUNNER_LOGGER, sys.stderr)
@@ -347,75 +379,66 @@ class _Supervisor:
 
         return retry_transient(unit, what=f"{self.w.label()}: {what}")
 
-    def _current_state(self, session: Any) -> str:
-        from sqlalchemy import select
-
-        from scheduler.db.models import TaskInstance
-
-        row = session.execute(
-            select(TaskInstance.state, TaskInstance.try_number).where(TaskInstance.id == self.w.ti_id)
-        ).first()
+    def _current_state(self, cur: RawCursor) -> str:
+        row = cur.execute("SELECT state, try_number FROM task_instance WHERE id = %s", (self.w.ti_id,)).one_or_none()
         if row is None:
             return "deleted"
-        state = str(row.state)
-        return state if row.try_number == self.w.try_number else f"{state}, try {row.try_number}"
+        state, try_number = row
+        return str(state) if try_number == self.w.try_number else f"{state}, try {try_number}"
 
     def _claim(self) -> tuple[str | None, _TryInfo | None]:
         """queued -> running, this try's old XComs deleted, and what the try needs read: one transaction.
 
         Returns (None, info) when claimed, else (the state that stopped us, None).
         """
-        from sqlalchemy import func, select, update
-
         from scheduler.clock import utcnow
-        from scheduler.db.engine import session_scope
-        from scheduler.db.models import DagRun, TaskInstance, TaskReschedule
-        from scheduler.db.xcom_store import clear_for_try
 
         assert self.engine is not None
         w = self.w
+        db = _raw_db(self.engine)
 
         def unit() -> tuple[str | None, _TryInfo | None]:
             now = utcnow()
-            with session_scope(self.engine) as session:  # type: ignore[arg-type]
-                result = session.execute(
-                    update(TaskInstance)
-                    .where(TaskInstance.id == w.ti_id, TaskInstance.state == S.QUEUED,
-                           TaskInstance.try_number == w.try_number)
-                    .values(state=S.RUNNING, pid=os.getpid(), hostname=self.hostname, start_date=now,
-                            end_date=None, duration=None, last_heartbeat_at=now)
-                    .execution_options(synchronize_session=False)
+            stamp = db.ts(now)
+            with db.write() as cur:
+                cur.execute(
+                    "UPDATE task_instance SET state = %s, pid = %s, hostname = %s, start_date = %s, end_date = NULL,"
+                    " duration = NULL, last_heartbeat_at = %s, updated_at = %s"
+                    " WHERE id = %s AND state = %s AND try_number = %s",
+                    (S.RUNNING.value, os.getpid(), self.hostname, stamp, stamp, stamp, w.ti_id, S.QUEUED.value,
+                     w.try_number),
                 )
-                if not _changed(result):
-                    return self._current_state(session), None
-                clear_for_try(session, dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id, map_index=w.map_index)
-                max_tries = session.scalar(select(TaskInstance.max_tries).where(TaskInstance.id == w.ti_id))
-                run = session.execute(
-                    select(DagRun.logical_date, DagRun.data_interval_start, DagRun.data_interval_end,
-                           DagRun.run_type, DagRun.conf, DagRun.start_date, DagRun.state)
-                    .where(DagRun.dag_id == w.dag_id, DagRun.run_id == w.run_id)
-                ).first()
-                first, pokes = session.execute(
-                    select(func.min(TaskReschedule.start_date), func.count()).where(
-                        TaskReschedule.ti_id == w.ti_id, TaskReschedule.try_number == w.try_number
-                    )
-                ).one()
-            if isinstance(first, str):  # an aggregate can bypass the column type on SQLite
-                first = datetime.fromisoformat(first)
-            if first is not None and first.tzinfo is None:
-                first = first.replace(tzinfo=UTC)
+                if cur.rowcount != 1:
+                    return self._current_state(cur), None
+                cur.execute("DELETE FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s AND map_index = %s",
+                            (w.dag_id, w.run_id, w.task_id, w.map_index))
+                max_tries = cur.execute("SELECT max_tries FROM task_instance WHERE id = %s", (w.ti_id,)).scalar()
+                run = cur.execute(
+                    "SELECT logical_date, data_interval_start, data_interval_end, run_type, conf, start_date, state"
+                    " FROM dag_run WHERE dag_id = %s AND run_id = %s", (w.dag_id, w.run_id),
+                ).one_or_none()
+                first, pokes = cur.execute(
+                    "SELECT min(start_date), count(*) FROM task_reschedule WHERE ti_id = %s AND try_number = %s",
+                    (w.ti_id, w.try_number),
+                ).one_or_none() or (None, 0)
             self.started = now
+            if run is None:
+                return None, _TryInfo(max_tries=int(max_tries or 0), first_try_start=db.read_ts(first),
+                                      reschedule_count=int(pokes or 0), logical_date=None, data_interval_start=None,
+                                      data_interval_end=None, run_type="manual", conf={}, run_start_date=None,
+                                      run_state="running", hostname=self.hostname)
+            logical, start, end, run_type, conf, run_started, run_state = run
             return None, _TryInfo(
                 max_tries=int(max_tries or 0),
-                first_try_start=first,
+                first_try_start=db.read_ts(first),
                 reschedule_count=int(pokes or 0),
-                logical_date=run.logical_date if run else None,
-                data_interval_start=run.data_interval_start if run else None,
-                data_interval_end=run.data_interval_end if run else None,
-                run_type=str(run.run_type) if run else "manual",
-                conf=dict(run.conf or {}) if run else {},
-                run_start_date=run.start_date if run else None,
-                run_state=str(run.state) if run else "running",
+                logical_date=db.read_ts(logical),
+                data_interval_start=db.read_ts(start),
+                data_interval_end=db.read_ts(end),
+                run_type=str(run_type),
+                conf=dict(db.read_json(conf) or {}),
+                run_start_date=db.read_ts(run_started),
+                run_state=str(run_state),
                 hostname=self.hostname,
             )
 
@@ -442,96 +465,92 @@ class _Supervisor:
 
     def _heartbeat(self) -> str | None:
         """None while the try is still ours; else what its state became."""
-        from sqlalchemy import update
-
         from scheduler.clock import utcnow
-        from scheduler.db.engine import session_scope
-        from scheduler.db.models import TaskInstance
+
+        assert self.engine is not None
+        db = _raw_db(self.engine)
 
         def unit() -> str | None:
-            with session_scope(self.engine) as session:  # type: ignore[arg-type]
-                result = session.execute(
-                    update(TaskInstance)
-                    .where(TaskInstance.id == self.w.ti_id, TaskInstance.state == S.RUNNING,
-                           TaskInstance.try_number == self.w.try_number)
-                    .values(last_heartbeat_at=utcnow())
-                    .execution_options(synchronize_session=False)
+            stamp = db.ts(utcnow())
+            with db.write() as cur:
+                cur.execute(
+                    "UPDATE task_instance SET last_heartbeat_at = %s, updated_at = %s"
+                    " WHERE id = %s AND state = %s AND try_number = %s",
+                    (stamp, stamp, self.w.ti_id, S.RUNNING.value, self.w.try_number),
                 )
-                return None if _changed(result) else self._current_state(session)
+                return None if cur.rowcount == 1 else self._current_state(cur)
 
         return self._db(unit, "heartbeat")
 
     def _record(self, verdict: _Verdict, info: _TryInfo | None, policy: RetryPolicy) -> str | None:
         """Write the verdict; None when recorded, else the state someone else put the instance in."""
-        from sqlalchemy import insert, update
-
         from scheduler.clock import utcnow
-        from scheduler.db.engine import session_scope
-        from scheduler.db.models import Log, TaskInstance, TaskInstanceHistory, TaskReschedule
-        from scheduler.db.xcom_store import write_pushed
 
+        assert self.engine is not None
         w = self.w
+        db = _raw_db(self.engine)
+        key = (w.dag_id, w.run_id, w.task_id, w.map_index)
 
         def unit() -> str | None:
             end = utcnow()
             start = self.started or end
-            values: dict[str, Any] = {
-                "state": verdict.state,
-                "end_date": end,
-                "duration": max((end - start).total_seconds(), 0.0),
-                "next_retry_at": None,
-            }
-            if verdict.rendered_fields is not None:
-                values["rendered_fields"] = verdict.rendered_fields
+            duration = max((end - start).total_seconds(), 0.0)
+            next_retry_at: datetime | None = None
+            try_number = w.try_number
             if verdict.state is S.UP_FOR_RETRY:
                 logical = info.logical_date if info is not None else None
-                values["next_retry_at"] = end + retry_delay(
+                next_retry_at = end + retry_delay(
                     policy, dag_id=w.dag_id, task_id=w.task_id, logical_date=logical, run_id=w.run_id,
                     try_number=w.try_number,
                 )
             elif verdict.state is S.UP_FOR_RESCHEDULE:
-                values["next_retry_at"] = verdict.reschedule_date
-                values["try_number"] = w.try_number - 1
-            with session_scope(self.engine) as session:  # type: ignore[arg-type]
-                result = session.execute(
-                    update(TaskInstance)
-                    .where(TaskInstance.id == w.ti_id, TaskInstance.state == S.RUNNING,
-                           TaskInstance.try_number == w.try_number)
-                    .values(**values)
-                    .execution_options(synchronize_session=False)
-                )
-                if not _changed(result):
-                    return self._current_state(session)
-                write_pushed(session, dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id, map_index=w.map_index,
-                             pushed=verdict.xcoms)
+                next_retry_at = verdict.reschedule_date
+                try_number = w.try_number - 1
+            stamp = db.ts(end)
+            sets = "state = %s, end_date = %s, duration = %s, next_retry_at = %s, try_number = %s, updated_at = %s"
+            params: list[Any] = [verdict.state.value, stamp, duration, db.ts(next_retry_at), try_number, stamp]
+            if verdict.rendered_fields is not None:
+                sets += f", rendered_fields = {db.json_param}"
+                params.append(db.json(verdict.rendered_fields))
+            with db.write() as cur:
+                cur.execute(f"UPDATE task_instance SET {sets} WHERE id = %s AND state = %s AND try_number = %s",
+                            (*params, w.ti_id, S.RUNNING.value, w.try_number))
+                if cur.rowcount != 1:
+                    return self._current_state(cur)
+                for xcom_key, value in (verdict.xcoms or {}).items():
+                    cur.execute("DELETE FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s"
+                                " AND map_index = %s AND key = %s", (*key, xcom_key))
+                    cur.execute("INSERT INTO xcom (dag_id, run_id, task_id, map_index, key, value, timestamp)"
+                                f" VALUES (%s, %s, %s, %s, %s, {db.json_param}, %s)",
+                                (*key, xcom_key, db.json(value), stamp))
                 if verdict.state is S.UP_FOR_RESCHEDULE:
                     assert verdict.reschedule_date is not None
-                    session.execute(insert(TaskReschedule).values(
-                        ti_id=w.ti_id, try_number=w.try_number, start_date=start, end_date=end,
-                        reschedule_date=verdict.reschedule_date,
-                    ))
+                    cur.execute("INSERT INTO task_reschedule (ti_id, try_number, start_date, end_date, reschedule_date)"
+                                " VALUES (%s, %s, %s, %s, %s)",
+                                (w.ti_id, w.try_number, db.ts(start), stamp, db.ts(verdict.reschedule_date)))
                 else:
                     history_state = S.FAILED if verdict.state is S.UP_FOR_RETRY else verdict.state
-                    session.execute(insert(TaskInstanceHistory).values(
-                        dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id, map_index=w.map_index,
-                        try_number=w.try_number, state=history_state, start_date=start, end_date=end,
-                        duration=values["duration"], hostname=self.hostname,
-                    ))
-                if verdict.state is S.SUCCESS and verdict.skip_task_ids:
-                    session.execute(
-                        update(TaskInstance)
-                        .where(TaskInstance.dag_id == w.dag_id, TaskInstance.run_id == w.run_id,
-                               TaskInstance.task_id.in_(sorted(set(verdict.skip_task_ids))),
-                               TaskInstance.state.in_([S.NONE, S.SCHEDULED]))
-                        .values(state=S.SKIPPED, start_date=end, end_date=end)
-                        .execution_options(synchronize_session=False)
+                    cur.execute(
+                        "INSERT INTO task_instance_history (dag_id, run_id, task_id, map_index, try_number, state,"
+                        " start_date, end_date, duration, hostname) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                        (*key, w.try_number, history_state.value, db.ts(start), stamp, duration, self.hostname),
+                    )
+                skipped = sorted(set(verdict.skip_task_ids or ()))
+                if verdict.state is S.SUCCESS and skipped:
+                    marks = ", ".join(["%s"] * len(skipped))
+                    cur.execute(
+                        "UPDATE task_instance SET state = %s, start_date = %s, end_date = %s, updated_at = %s"
+                        f" WHERE dag_id = %s AND run_id = %s AND task_id IN ({marks}) AND state IN (%s, %s)",
+                        (S.SKIPPED.value, stamp, stamp, stamp, w.dag_id, w.run_id, *skipped, S.NONE.value,
+                         S.SCHEDULED.value),
                     )
                 if verdict.state in (S.FAILED, S.UP_FOR_RETRY):
-                    session.execute(insert(Log).values(
-                        dttm=end, event=verdict.state.value, owner=None, dag_id=w.dag_id, run_id=w.run_id,
-                        task_id=w.task_id, map_index=w.map_index, try_number=w.try_number,
-                        extra=(verdict.message or "")[-MAX_LOG_EXTRA:] or None,
-                    ))
+                    cur.execute(
+                        "INSERT INTO log (dttm, event, owner, dag_id, run_id, task_id, map_index, try_number, extra)"
+                        " VALUES (%s, %s, NULL, %s, %s, %s, %s, %s, %s)",
+                        (stamp, verdict.state.value, *key, w.try_number,
+                         (verdict.message or "")[-MAX_LOG_EXTRA:] or None),
+                    )
             return None
 
         return self._db(unit, f"recording state {verdict.state.value}")
@@ -580,7 +599,7 @@ class _Supervisor:
         return EXIT_OK
 
     def _run(self) -> int:
-        from scheduler.parsing import DagFileImportError, load_dags_from_file
+        from scheduler.parsing import DagFileImportError
 
         w = self.w
         lost, claimed = self._claim()
@@ -603,10 +622,7 @@ class _Supervisor:
 
         try:
             with _fds_to(self.log_file):
-                dags = load_dags_from_file(
-                    Path(w.fileloc), default_timezone=self.settings.get("core", "default_timezone"),
-                    dags_folder=self.settings.dags_folder,
-                )
+                dags = load_dags(w.fileloc, self.settings)
         except DagFileImportError as exc:
             return self._fail_early(f"the DAG file {w.fileloc} failed to import:\n{exc.traceback.rstrip()}",
                                     info, to_stderr=False)
@@ -620,12 +636,38 @@ class _Supervisor:
         info.max_tries = max(info.max_tries, task.retries)
         policy = RetryPolicy.of_task(task)
 
-        verdict = self._supervise(dag, task, info)
+        verdict = self._run_here(dag, task, info, policy) if self.direct else self._supervise(dag, task, info)
         if verdict is None:
             return EXIT_OK
         if verdict.run_callbacks:
             self._callbacks_after_death(dag, task, info, verdict)
         return self._finish(verdict, info, policy)
+
+    # -- direct mode ---------------------------------------------------------------------------
+
+    def _run_here(self, dag: DAG, task: BaseOperator, info: _TryInfo, policy: RetryPolicy) -> _Verdict | None:
+        """Run the task in this process (direct mode) with a watchdog thread; None: not to be recorded."""
+        assert self.log_file is not None
+        with contextlib.suppress(OSError):  # already the group leader under the fork server
+            os.setpgid(0, 0)
+        process = _TaskProcess(self, dag, task, info, None, None)
+        process.setup()
+        watchdog = _Watchdog(self, dag, task, info, policy)
+        watchdog.start()
+        try:
+            report = process.run_task()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            watchdog.stop()
+        kind = self.stop_reason[0] if self.stop_reason else None
+        if kind is not None:
+            _signal_group(os.getpgrp(), signal.SIGTERM)  # what the task left running (we ignore SIGTERM now)
+        if kind == "external" or watchdog.recorded:
+            return None
+        if report.get("timed_out"):
+            self.log.error("Timeout: the task ran longer than its execution_timeout (%s)", task.execution_timeout)
+        return self._verdict(report, 0, "shutdown" if kind == "shutdown" else None, "", task.execution_timeout,
+                             info)
 
     # -- the task process ---------------------------------------------------------------------
 
@@ -905,28 +947,134 @@ def _parse_outcome(data: bytes) -> dict[str, Any] | None:
     return outcome if isinstance(outcome, dict) and "state" in outcome else None
 
 
-class _TaskProcess:
-    """The forked child that runs the task's code."""
+class _Watchdog:
+    """Direct mode's supervisor: a thread beside the task in the try's process.
 
-    def __init__(self, sup: _Supervisor, dag: DAG, task: BaseOperator, info: _TryInfo, out_w: int,
-                 ctl_r: int) -> None:
+    Every ``task_instance_heartbeat_sec`` it heartbeats; when the instance was changed by
+    someone else (cleared, marked) it stops the task (SIGTERM to this process: the task's
+    on_kill runs and nothing is recorded). The execution timeout itself is raised in the
+    task by its SIGALRM timer; when the task is still running ``killed_task_cleanup_time``
+    after it (it blocks or ignores the signal), the watchdog records the timeout failure,
+    calls the retry/failure callback and SIGKILLs the process group, itself included.
+    """
+
+    def __init__(self, sup: _Supervisor, dag: DAG, task: BaseOperator, info: _TryInfo, policy: RetryPolicy) -> None:
+        self.sup = sup
+        self.dag = dag
+        self.task = task
+        self.info = info
+        self.policy = policy
+        self._done = threading.Event()
+        #: The watchdog recorded the try itself (hard timeout).
+        self.recorded = False
+
+    def start(self) -> None:
+        # A bare thread: threading.Thread.start() waits for the new thread to be scheduled, which
+        # cost a short try several milliseconds on a busy machine. Nothing waits for it to end
+        # either: stop() only tells it to, and the process may exit while it is still waking.
+        _thread.start_new_thread(self.run, ())
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def run(self) -> None:
+        # Signals go to the task's thread as if this one did not exist (a task that blocks SIGALRM
+        # must not have its timeout delivered through here).
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+        try:
+            self._watch()
+        except Exception:  # noqa: BLE001 - the try goes on; the scheduler's heartbeat check is the backstop
+            self.sup.log.exception("the try's watchdog failed")
+
+    def _watch(self) -> None:
+        sup = self.sup
+        every = float(sup.settings.get("scheduler", "task_instance_heartbeat_sec"))
+        cleanup = float(sup.settings.get("core", "killed_task_cleanup_time"))
+        timeout = self.task.execution_timeout
+        now = time.monotonic()
+        hard_end = now + timeout.total_seconds() + cleanup if timeout is not None else None
+        next_heartbeat = now + every
+        kill_at: float | None = None
+        while True:
+            now = time.monotonic()
+            waits = [next_heartbeat - now]
+            if hard_end is not None:
+                waits.append(hard_end - now)
+            if kill_at is not None:
+                waits.append(kill_at - now)
+            if self._done.wait(max(0.0, min(waits))):
+                return
+            now = time.monotonic()
+            if kill_at is not None and now >= kill_at:
+                sup.log.warning("the task did not stop within %.1f s of SIGTERM; sending SIGKILL", cleanup)
+                _flush_all()
+                _signal_group(os.getpgrp(), signal.SIGKILL)
+                return
+            if hard_end is not None and now >= hard_end:
+                self._hard_timeout(timeout, cleanup)
+                return
+            if now >= next_heartbeat and sup.stop_reason is None:
+                next_heartbeat = now + every
+                try:
+                    changed = sup._heartbeat()
+                except Exception as exc:  # noqa: BLE001 - a database blip must not kill the task
+                    sup.log.warning("heartbeat failed: %s", exc)
+                    changed = None
+                if changed is not None:
+                    sup.stop_reason = ("external", f"state changed externally to {changed}")
+                    sup.log.warning("state changed externally to %s; terminating the task", changed)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    kill_at = time.monotonic() + cleanup
+                    hard_end = None
+            elif now >= next_heartbeat:
+                next_heartbeat = now + every
+
+    def _hard_timeout(self, timeout: timedelta | None, cleanup: float) -> None:
+        sup = self.sup
+        message = f"Timeout: the task ran longer than its execution_timeout ({timeout})"
+        sup.stop_reason = ("timeout", message)
+        sup.log.error("%s and did not stop within %.1f s; recording the failure and sending SIGKILL",
+                      message, cleanup)
+        retry = self.info.max_tries >= sup.w.try_number
+        verdict = _Verdict(S.UP_FOR_RETRY if retry else S.FAILED, message=message)
+        try:
+            other = sup._record(verdict, self.info, self.policy)
+        except Exception:  # noqa: BLE001 - the scheduler fails the try when the process is gone
+            sup.log.exception("could not record the timeout")
+            other = "unknown"
+        if other is None:
+            self.recorded = True
+            _announce_recorded(sup.w)
+            sup._callbacks_after_death(self.dag, self.task, self.info, verdict)
+        _flush_all()
+        _signal_group(os.getpgrp(), signal.SIGKILL)
+
+
+def _flush_all() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+class _TaskProcess:
+    """The task's code in its process: a forked child (supervised mode) or the try's own process (direct)."""
+
+    def __init__(self, sup: _Supervisor, dag: DAG, task: BaseOperator, info: _TryInfo, out_w: int | None,
+                 ctl_r: int | None) -> None:
         self.sup = sup
         self.dag = dag
         self.task = task
         self.info = info
         self.out_w = out_w
         self.ctl_r = ctl_r
+        #: Direct mode (no pipes): the supervisor's own process runs the task (see _Supervisor.direct).
+        self.direct = out_w is None
         self._terminating = False
         self.sup_pid = os.getppid()
+        self.engines: list[Engine] = []
 
     def main(self) -> int:
-        from scheduler.db.engine import make_engine
-        from scheduler.db.xcom_store import TryXComStore
-        from scheduler.execution import TaskExecutionTimeout, execute_try
-        from scheduler.serialization import to_jsonable
-
-        sup = self.sup
-        w = sup.w
+        """The forked task process: run the task, write its report to the supervisor, exit."""
         os.setpgid(0, 0)
         _die_with_parent(sup_pid=self.sup_pid)
         global EVENT_FD
@@ -934,16 +1082,39 @@ class _TaskProcess:
             with contextlib.suppress(OSError):
                 os.close(EVENT_FD)
             EVENT_FD = None
+        self.setup()
+        report = self.run_task()
+        assert self.out_w is not None
+        data = json.dumps(report, default=str).encode()
+        view = memoryview(data)
+        while view:
+            written = os.write(self.out_w, view)
+            view = view[written:]
+        os.close(self.out_w)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        return 0
+
+    def setup(self) -> None:
+        """Output to the try's log, masking, signals and logging for the task's code (in this process)."""
+        sup = self.sup
         assert sup.log_file is not None and sup.engine is not None
         fd = sup.log_file.fileno()
         os.dup2(fd, 1)
         os.dup2(fd, 2)
-        sys.stdout, sys.stderr = _fd_writer(1), _fd_writer(2)
+        from scheduler.crypto import use_settings
+        from scheduler.secrets_masker import MaskingStream
+
+        use_settings(sup.settings)  # get_connection() and Variables decrypt with this try's settings
+        # Secrets (mask_secret(), sensitive Variables, connection passwords) become *** in the try's log.
+        sys.stdout, sys.stderr = MaskingStream.over(_fd_writer(1)), MaskingStream.over(_fd_writer(2))
         with contextlib.suppress(Exception):
             faulthandler.enable(file=sys.stderr)
         for signum in (signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
-        os.set_blocking(self.ctl_r, False)
+        if self.ctl_r is not None:
+            os.set_blocking(self.ctl_r, False)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         root = logging.getLogger()
         for handler in list(root.handlers):
@@ -952,19 +1123,30 @@ class _TaskProcess:
         handler.setFormatter(AirflowFormatter())
         root.addHandler(handler)
         root.setLevel(sup.settings.get("logging", "logging_level"))
+        if not self.direct:
+            sup.engine.dispose(close=False)  # the supervisor's connections stay the supervisor's
 
-        sup.engine.dispose(close=False)
-        global _ENGINE_OWNER_PID
-        _ENGINE_OWNER_PID = os.getpid()
-        engines: list[Engine] = []
+    def _engine(self) -> Engine:
+        """The engine for the task's XCom pulls and Variables, made on first use (a task that
+        pulls nothing and reads no Variable never connects). The supervisor's engine: in a
+        forked task process its pool was emptied in setup(), so its dialect comes along and its
+        connections do not."""
+        from scheduler.db.engine import make_engine
 
-        def engine_factory() -> Engine:
-            # Made on first use: a task that pulls nothing and reads no Variable never connects.
-            if not engines:
-                # The supervisor's engine, its pool emptied above: its dialect and compiled
-                # statements come along, its connections do not.
-                engines.append(sup.engine or make_engine(sup.settings.sql_alchemy_conn, pool_size=1, max_overflow=4))
-            return engines[0]
+        if not self.engines:
+            self.engines.append(self.sup.engine or make_engine(self.sup.settings.sql_alchemy_conn, pool_size=1,
+                                                               max_overflow=4))
+        return self.engines[0]
+
+    def run_task(self) -> dict[str, Any]:
+        """Execute the try; the report the supervisor turns into a verdict."""
+        from scheduler.db.xcom_store import TryXComStore
+        from scheduler.execution import TaskExecutionTimeout, execute_try
+        from scheduler.secrets_masker import redact, redact_value
+        from scheduler.serialization import to_jsonable
+
+        w = self.sup.w
+        engine_factory = self._engine
 
         xcom = TryXComStore(engine_factory, dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id,
                             map_index=w.map_index)
@@ -979,9 +1161,9 @@ class _TaskProcess:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             report = {
                 "state": outcome.state.value,
-                "error": outcome.error,
+                "error": redact(outcome.error) if outcome.error else outcome.error,
                 "skip_task_ids": list(outcome.skip_task_ids),
-                "rendered_fields": to_jsonable(outcome.rendered_fields),
+                "rendered_fields": redact_value(to_jsonable(outcome.rendered_fields)),
                 "duration": outcome.duration,
                 "up_for_retry": outcome.up_for_retry,
                 "reschedule_date": outcome.reschedule_date.isoformat() if outcome.reschedule_date else None,
@@ -991,33 +1173,31 @@ class _TaskProcess:
             }
         except BaseException:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            error = traceback.format_exc()
+            error = redact(traceback.format_exc())
             log.error("Task '%s' could not run:\n%s", w.task_id, error.rstrip())
             report = {"state": S.FAILED.value, "error": error, "up_for_retry": self.info.max_tries >= w.try_number}
-        for engine in engines:
-            with contextlib.suppress(Exception):
-                engine.dispose()
-        data = json.dumps(report, default=str).encode()
-        view = memoryview(data)
-        while view:
-            written = os.write(self.out_w, view)
-            view = view[written:]
-        os.close(self.out_w)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        return 0
+        if not self.direct:
+            for engine in self.engines:
+                with contextlib.suppress(Exception):
+                    engine.dispose()
+        return report
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if self._terminating:
             return
         self._terminating = True
-        try:
-            raw = os.read(self.ctl_r, 4096).decode("utf-8", "replace")
-        except OSError:
-            raw = ""
-        kind, _, message = raw.strip().partition(" ")
-        message = message or "the task process received SIGTERM"
+        if self.direct:
+            kind, message = self.sup.stop_reason or ("shutdown", "the task runner received SIGTERM")
+            if self.sup.stop_reason is None:
+                self.sup.stop_reason = (kind, message)
+                self.sup.log.warning("%s; terminating the task", message)
+        else:
+            try:
+                raw = os.read(self.ctl_r, 4096).decode("utf-8", "replace") if self.ctl_r is not None else ""
+            except OSError:
+                raw = ""
+            kind, _, message = raw.strip().partition(" ")
+            message = message or "the task process received SIGTERM"
         log = logging.getLogger("scheduler.task_runner")
         log.warning("Received SIGTERM (%s); calling on_kill", message)
         try:
@@ -1026,9 +1206,10 @@ class _TaskProcess:
             log.exception("on_kill of %s failed", self.task.task_id)
         if kind == "external":
             # The try is no longer ours: stop at once, no callback (its outcome will not be recorded).
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
+            _flush_all()
+            if self.direct:  # the process group is ours to end: what the task started goes too
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                _signal_group(os.getpgrp(), signal.SIGTERM)
             os._exit(128 + signal.SIGTERM)
         raise TaskTerminated(message)
 
@@ -1065,13 +1246,11 @@ def _call_callbacks(workload: CallbackWorkload, settings: Settings, engine: Engi
                     log: logging.Logger) -> None:
     from scheduler.db.xcom_store import DbXComStore
     from scheduler.execution import run_callbacks
-    from scheduler.parsing import DagFileImportError, load_dags_from_file
+    from scheduler.parsing import DagFileImportError
 
     try:
         with _fds_to(stream):
-            dags = load_dags_from_file(Path(workload.fileloc),
-                                       default_timezone=settings.get("core", "default_timezone"),
-                                       dags_folder=settings.dags_folder)
+            dags = load_dags(workload.fileloc, settings)
     except DagFileImportError as exc:
         log.error("the DAG file %s failed to import; no callback called:\n%s", workload.fileloc,
                   exc.traceback.rstrip())
@@ -1200,11 +1379,14 @@ def _dag_callback_context(workload: CallbackWorkload, dag: DAG, engine: Engine, 
 # --- entry point -------------------------------------------------------------------------------
 
 
-def run_workload(workload: Workload, settings: Settings) -> int:
-    """Run one workload in this process (see the module docstring); returns the exit code."""
+def run_workload(workload: Workload, settings: Settings, *, direct: bool = False) -> int:
+    """Run one workload in this process (see the module docstring); returns the exit code.
+
+    ``direct``: run a task try's code in this process too (see :class:`_Supervisor`).
+    """
     try:
         if isinstance(workload, TaskWorkload):
-            return _Supervisor(workload, settings).run()
+            return _Supervisor(workload, settings, direct=direct).run()
         if isinstance(workload, CallbackWorkload):
             return _run_callback_workload(workload, settings)
         print(f"updraft task runner: unknown workload {workload!r}", file=sys.stderr, flush=True)
@@ -1233,12 +1415,15 @@ def warm_up(settings: Settings) -> None:
     import scheduler.authoring.operators  # noqa: F401
     import scheduler.authoring.sensors  # noqa: F401
     import scheduler.authoring.taskflow  # noqa: F401
+    import scheduler.crypto  # noqa: F401
     import scheduler.db.models  # noqa: F401
+    import scheduler.db.raw  # noqa: F401
     import scheduler.db.store  # noqa: F401
     import scheduler.db.xcom_store  # noqa: F401
     import scheduler.execution  # noqa: F401
     import scheduler.parse_worker  # noqa: F401
     import scheduler.parsing  # noqa: F401
+    import scheduler.secrets_masker  # noqa: F401
     import scheduler.templating  # noqa: F401
     import scheduler.timetables  # noqa: F401
     from scheduler.db.engine import make_engine
@@ -1251,59 +1436,8 @@ def warm_up(settings: Settings) -> None:
             connection.rollback()
     except Exception as exc:  # noqa: BLE001 - a database that is away now is reported by the tries
         logging.getLogger(__name__).warning("task runner warm-up could not reach the database: %s", exc)
-    else:
-        _rehearse(engine, settings)
     engine.dispose()
     _WARM_ENGINE = (settings.sql_alchemy_conn, engine)
-
-
-_REHEARSAL_DAG = "__updraft_runner_warm_up__"
-
-
-def _rehearse(engine: Engine, settings: Settings) -> None:
-    """Claim, heartbeat and record one made-up try inside a transaction that is rolled back.
-
-    SQLAlchemy compiles each statement once per engine; done here, in the fork server,
-    the compiled forms are inherited by every try instead of being rebuilt (and the
-    memory they touch copied) in each one. Nothing is left in the database.
-    """
-    from sqlalchemy import insert
-
-    from scheduler.clock import utcnow
-    from scheduler.db.models import Dag, DagRun, TaskInstance
-    from scheduler.states import DagRunState, DagRunType
-
-    log = logging.getLogger(__name__)
-    now = utcnow()
-    try:
-        with engine.connect() as connection:
-            outer = connection.begin()
-            try:
-                connection.execute(insert(Dag).values(dag_id=_REHEARSAL_DAG, fileloc="", is_paused=True))
-                connection.execute(insert(DagRun).values(
-                    dag_id=_REHEARSAL_DAG, run_id="warm_up", run_type=DagRunType.MANUAL, state=DagRunState.RUNNING,
-                    logical_date=now, run_after=now, conf={}, updated_at=now,
-                ))
-                inserted = connection.execute(insert(TaskInstance).values(
-                    dag_id=_REHEARSAL_DAG, run_id="warm_up", task_id="t", state=S.QUEUED, try_number=1,
-                    updated_at=now,
-                )).inserted_primary_key
-                assert inserted is not None
-                ti_id = inserted[0]
-                workload = TaskWorkload(ti_id=int(ti_id), dag_id=_REHEARSAL_DAG, run_id="warm_up", task_id="t",
-                                        map_index=-1, try_number=1, fileloc="")
-                sup = _Supervisor(workload, settings)
-                # Sessions bound to this connection join its transaction, which is rolled back below.
-                sup.engine = connection  # type: ignore[assignment]
-                lost, info = sup._claim()
-                if lost is None and info is not None:
-                    sup._heartbeat()
-                    verdict = _Verdict(S.SUCCESS, rendered_fields={}, xcoms={"return_value": 1})
-                    sup._record(verdict, info, RetryPolicy())
-            finally:
-                outer.rollback()
-    except Exception as exc:  # noqa: BLE001 - only speed is lost
-        log.warning("task runner warm-up rehearsal skipped: %s", exc)
 
 
 #: A copy of the executor's event channel, set by the fork server in each child (None elsewhere).
@@ -1323,19 +1457,17 @@ def _announce_recorded(workload: TaskWorkload) -> None:
 _WARM_ENGINE: tuple[str, Engine] | None = None
 
 
-_ENGINE_OWNER_PID: int | None = None
-
 
 def _engine_for(settings: Settings) -> Engine | None:
-    """The warmed engine when it is for this database; its pool is emptied once in each process."""
-    global _ENGINE_OWNER_PID
+    """The warmed engine when it is for this database.
+
+    Its pool is empty in every process forked from the fork server: the server disposes it
+    after warming up and never uses it again, and a zygote disposes it after importing its
+    DAG file (:func:`preload`), so a try never sees a connection another process opened.
+    """
     if _WARM_ENGINE is None or _WARM_ENGINE[0] != settings.sql_alchemy_conn:
         return None
-    engine = _WARM_ENGINE[1]
-    if _ENGINE_OWNER_PID != os.getpid():
-        engine.dispose(close=False)  # never use connections another process opened
-        _ENGINE_OWNER_PID = os.getpid()
-    return engine
+    return _WARM_ENGINE[1]
 
 
 def prepare(settings: Settings) -> None:
@@ -1345,5 +1477,81 @@ def prepare(settings: Settings) -> None:
     if engine is None:
         return
     with contextlib.suppress(Exception):
-        with engine.connect() as connection:
-            connection.rollback()
+        _raw_db(engine).connect()
+
+
+#: (pid, engine, its RawDb): the claim, heartbeat and record statements' connections in this process.
+_RAW: tuple[int, Engine, RawDb] | None = None
+
+
+def _raw_db(engine: Engine) -> RawDb:
+    from scheduler.db.raw import RawDb
+
+    global _RAW
+    if _RAW is None or _RAW[0] != os.getpid() or _RAW[1] is not engine:
+        _RAW = (os.getpid(), engine, RawDb(engine))
+    return _RAW[2]
+
+
+# --- DAG files imported ahead of the tries ----------------------------------------------------------
+
+#: Set in a fork server's zygote for one DAG file (see :mod:`scheduler.executors.fork_server`):
+#: (path, its signature when imported, the DAGs it defined). Tries forked from the zygote use them
+#: instead of importing the file again while the file is unchanged.
+_PRELOADED: tuple[str, tuple[int, int, int], dict[str, DAG]] | None = None
+
+
+def file_signature(path: str) -> tuple[int, int, int] | None:
+    """What tells a changed DAG file: modification time, size and inode (None when it is gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def load_dags(fileloc: str, settings: Settings) -> dict[str, DAG]:
+    """The DAGs of ``fileloc``: imported ahead by this process's zygote when still current, else imported now."""
+    from scheduler.parsing import load_dags_from_file
+
+    if _PRELOADED is not None and _PRELOADED[0] == fileloc and file_signature(fileloc) == _PRELOADED[1]:
+        return _PRELOADED[2]
+    return load_dags_from_file(Path(fileloc), default_timezone=settings.get("core", "default_timezone"),
+                               dags_folder=settings.dags_folder)
+
+
+def preload(fileloc: str, settings: Settings) -> str | None:
+    """Import ``fileloc`` in THIS process (a zygote) for the tries forked from it.
+
+    None when the import can serve tries; otherwise why not (the tries then import the
+    file themselves, as without a zygote): the import failed, the file changed meanwhile,
+    or the import left threads running (forking a process with other threads can
+    deadlock the child). What the import prints is discarded: a try's log shows the
+    output of its own import only when it imports the file itself.
+    """
+    from scheduler.parsing import DagFileImportError, load_dags_from_file
+
+    global _PRELOADED
+    before = file_signature(fileloc)
+    if before is None:
+        return "the file is gone"
+    try:
+        with open(os.devnull, "w") as sink, _fds_to(sink):
+            dags = load_dags_from_file(Path(fileloc), default_timezone=settings.get("core", "default_timezone"),
+                                       dags_folder=settings.dags_folder)
+    except DagFileImportError:
+        return "the file does not import"
+    threads = threading.active_count()
+    try:
+        threads = max(threads, len(os.listdir("/proc/self/task")))
+    except OSError:
+        pass
+    if threads > 1:
+        return f"importing it started {threads - 1} thread(s)"
+    if file_signature(fileloc) != before:
+        return "the file changed while it was imported"
+    engine = _engine_for(settings)
+    if engine is not None:
+        engine.dispose()  # connections the import opened (a Variable read at top level) stay here
+    _PRELOADED = (fileloc, before, dags)
+    return None

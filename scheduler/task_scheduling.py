@@ -34,7 +34,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler.dagrun_logic import RunPlan, effective_weights, plan_run
 from scheduler.states import DagRunState, TaskInstanceState
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from scheduler.config import Settings
     from scheduler.db.models import DagRun
-    from scheduler.db.scheduling import InFlight, TIRow
+    from scheduler.db.scheduling import Candidate, InFlight, TIRow
     from scheduler.executors.base import BaseExecutor, ExecutorEvent
     from scheduler.serialization import SerializedDAG
 
@@ -74,14 +74,29 @@ class _RunDecision:
     plan: RunPlan | None = None
     #: When this run next needs a look by time (None: only a change can make it need one).
     due: datetime | None = None
+    #: (task_id, map_index, asset uri) of successful outlet instances whose asset event is not recorded yet.
+    asset_events: list[tuple[str, int, str]] = field(default_factory=list)
 
     @property
     def writes(self) -> bool:
         if self.sdag is None:
             return False
-        if self.missing or self.removed or self.timed_out:
+        if self.missing or self.removed or self.timed_out or self.asset_events:
             return True
-        return self.plan is not None and (bool(self.plan.changes) or self.plan.run_state is not None)
+        return self.plan is not None and (
+            bool(self.plan.changes or self.plan.mapped_changes or self.plan.expansions) or self.plan.run_state is not None
+        )
+
+
+def _dag_hash_statement() -> Any:
+    from sqlalchemy import bindparam, select
+
+    from scheduler.db.models import SerializedDag
+
+    return select(SerializedDag.dag_hash).where(SerializedDag.dag_id == bindparam("dag_id"))
+
+
+_DAG_HASH: Any = None
 
 
 class _DagCache:
@@ -96,13 +111,17 @@ class _DagCache:
         from scheduler.db.models import SerializedDag
         from scheduler.serialization import SerializedDAG
 
-        current = session.scalar(select(SerializedDag.dag_hash).where(SerializedDag.dag_id == dag_id))
+        connection = session.connection()  # Core, not the ORM's execution: see scheduler.db.scheduling
+        global _DAG_HASH
+        if _DAG_HASH is None:
+            _DAG_HASH = _dag_hash_statement()
+        current = connection.execute(_DAG_HASH, {"dag_id": dag_id}).scalar()
         if current is None:
             return None
         cached = self._by_id.get(dag_id)
         if cached is not None and cached[0] == current:
             return cached[1], cached[2]
-        data = session.scalar(select(SerializedDag.data).where(SerializedDag.dag_id == dag_id))
+        data = connection.execute(select(SerializedDag.data).where(SerializedDag.dag_id == dag_id)).scalar()
         if data is None:
             return None
         sdag = SerializedDAG.from_dict(data)
@@ -122,7 +141,12 @@ class TaskScheduler:
         # As the task runner records it (gethostname: getfqdn may wait on DNS).
         self.hostname = socket.gethostname()
         self._dags = _DagCache()
+        self._outlets: dict[str, tuple[SerializedDAG, dict[str, list[str]]]] = {}
         self._next_dead_check = 0.0
+        #: The last deciding step set some instance to scheduled.
+        self._wrote_scheduled = False
+        #: What the last deciding step queued in its own transaction (None: it queued nothing).
+        self._queued_with_decisions: list[Candidate] | None = None
         self._reconciled = False
         self._warned_pools: set[str] = set()
         #: Runs this scheduler finished (the run side then has work: queued runs, held-back runs).
@@ -136,9 +160,11 @@ class TaskScheduler:
         self.process_executor_events(now)
         if time.monotonic() >= self._next_dead_check:
             self._next_dead_check = time.monotonic() + DEAD_TASK_CHECK_SECONDS
+            self.adopt_dead_schedulers(now)
             self.check_dead_tasks(now)
         next_due = self.schedule_task_instances(now)
-        self.queue_task_instances(now)
+        if self._queued_with_decisions is None:
+            self.queue_task_instances(now)
         return next_due
 
     # --- 1. ended processes --------------------------------------------------------------------
@@ -147,7 +173,9 @@ class TaskScheduler:
         from scheduler.db import scheduling
         from scheduler.db.engine import retry_transient, session_scope
 
-        events = [e for e in self.executor.drain_events() if e.kind in ("task", "lost")]
+        # A task runner that exits 0 recorded its try or found it was no longer its own: nothing to check.
+        events = [e for e in self.executor.drain_events()
+                  if e.kind == "lost" or (e.kind == "task" and e.returncode != 0)]
         if not events:
             return
         by_ti = {int(e.key[0]): e for e in events}
@@ -194,12 +222,19 @@ class TaskScheduler:
 
         decisions = retry_transient(read, what="deciding running runs")
         writes = [d for d in decisions if d.writes]
+        # The queueing step then knows there is work without looking (a read transaction saved).
+        self._wrote_scheduled = any(
+            new is S.SCHEDULED for d in writes if d.plan is not None for _old, new, _why in d.plan.changes.values()
+        )
         callbacks: list[CallbackWorkload] = []
+        self._queued_with_decisions = None
         if writes:
             callbacks = retry_transient(functools.partial(self._apply, writes, now), what="writing run decisions")
+        if self._queued_with_decisions is not None:
+            self._dispatch(self._queued_with_decisions)
         for callback in callbacks:
             self.executor.queue(callback)
-        if _again and any(d.missing for d in writes):
+        if _again and any(d.missing or (d.plan is not None and d.plan.expansions) for d in writes):
             # Decide the instances just created in this same pass (once: a failing insert is not retried here).
             return self.schedule_task_instances(now, _again=False)
         next_due: datetime | None = None
@@ -240,14 +275,43 @@ class TaskScheduler:
                 return True  # the first run
             return previous.get(task_id) in (S.SUCCESS, S.SKIPPED)
 
-        rows = decision.rows
+        outlets = self._outlets_of(sdag)
+        if outlets:
+            from scheduler.db.assets import outlet_events_missing
+
+            succeeded = [(r.task_id, r.map_index) for r in decision.rows if r.state is S.SUCCESS and r.task_id in outlets]
+            decision.asset_events = outlet_events_missing(session, run.dag_id, run.run_id, succeeded, outlets)
+        rows = [r for r in decision.rows if r.map_index < 0]
+        expanded = [r for r in decision.rows if r.map_index >= 0]  # instances of mapped tasks
+        mapped_states: dict[str, dict[int, S]] = {}
+        for r in expanded:
+            mapped_states.setdefault(r.task_id, {})[r.map_index] = r.state
+        max_map_length = int(self.settings.get("core", "max_map_length"))
+
+        def map_length(task_id: str) -> int | str:
+            from scheduler.db import mapping
+
+            return mapping.map_length(session, sdag, run.run_id, task_id, max_map_length)
+
         decision.plan = plan_run(
             sdag, {r.task_id: r.state for r in rows}, {r.task_id: r.next_retry_at for r in rows}, now,
-            past_allows=past_allows,
+            past_allows=past_allows, mapped_states=mapped_states,
+            mapped_retry_at={(r.task_id, r.map_index): r.next_retry_at for r in expanded}, map_length=map_length,
         )
         if decision.plan.run_state is None:
             decision.due = _earliest(decision.plan.next_due, timeout_at)
         return decision
+
+    def _outlets_of(self, sdag: SerializedDAG) -> dict[str, list[str]]:
+        """task_id -> asset URIs it updates, for the tasks of ``sdag`` with asset outlets (kept per DAG version)."""
+        cached = self._outlets.get(sdag.dag_id)
+        if cached is not None and cached[0] is sdag:
+            return cached[1]
+        from scheduler.db.assets import outlet_tasks
+
+        outlets = outlet_tasks(sdag.data)
+        self._outlets[sdag.dag_id] = (sdag, outlets)
+        return outlets
 
     def _apply(self, decisions: list[_RunDecision], now: datetime) -> list[CallbackWorkload]:
         """Write the decisions (compare-and-set), each run in a savepoint; the callbacks to send."""
@@ -255,6 +319,7 @@ class TaskScheduler:
 
         callbacks: list[CallbackWorkload] = []
         finished = 0
+        self._queued_with_decisions = None
         with session_scope(self.engine) as session:
             for decision in decisions:
                 try:
@@ -269,14 +334,34 @@ class TaskScheduler:
                 finished += ended
                 if callback is not None:
                     callbacks.append(callback)
+            self._queue_with_decisions(session, now)
         self.runs_finished += finished
         return callbacks
+
+    def _queue_with_decisions(self, session: Session, now: datetime) -> None:
+        """Queue what the decisions just scheduled in their own transaction (one commit per iteration,
+        not two); the queueing step of this iteration is then skipped. A failure here leaves the
+        queueing to that step."""
+        slots = self.executor.open_slots()
+        if not self._wrote_scheduled or slots <= 0:
+            return
+        try:
+            with session.begin_nested():
+                self._queued_with_decisions = self._queue_in(session, slots, now)
+        except Exception:
+            logger.exception("cannot queue task instances with the run decisions; the queueing step will")
+            self._queued_with_decisions = None
 
     def _apply_one(self, session: Session, decision: _RunDecision, now: datetime) -> tuple[CallbackWorkload | None, int]:
         from scheduler.db import scheduling
 
         run, sdag = decision.run, decision.sdag
         assert sdag is not None
+        if decision.asset_events:
+            from scheduler.db.assets import record_outlet_events
+
+            if record_outlet_events(session, run.dag_id, run.run_id, decision.asset_events, now):
+                self.runs_finished += 1  # not a finished run, but the run side has work: asset-triggered runs
         for row in decision.removed:
             scheduling.set_ti_state(session, row.id, row.state, S.REMOVED, now=now)
         if decision.missing:
@@ -291,11 +376,30 @@ class TaskScheduler:
             return self._dag_callback(sdag, run, DagRunState.FAILED, "timed_out"), 1
         plan = decision.plan
         assert plan is not None
-        by_task = {r.task_id: r for r in decision.rows}
+        by_task = {r.task_id: r for r in decision.rows if r.map_index < 0}
         for task_id, (old, new, why) in plan.changes.items():
-            if scheduling.set_ti_state(session, by_task[task_id].id, old, new, now=now):
+            if new is S.FAILED and sdag.tasks[task_id].get("is_mapped"):
+                from scheduler.db import mapping
+
+                if mapping.fail_unexpandable(session, by_task[task_id].id, run.dag_id, run.run_id, task_id, why, now=now):
+                    logger.warning("DAG %s run %s: %s failed: %s", run.dag_id, run.run_id, task_id, why)
+            elif scheduling.set_ti_state(session, by_task[task_id].id, old, new, now=now):
                 if new is not S.SCHEDULED or old is not S.NONE:
                     logger.info("DAG %s run %s: %s %s -> %s (%s)", run.dag_id, run.run_id, task_id, old, new, why)
+        if plan.mapped_changes or plan.expansions:
+            from scheduler.db import mapping
+
+            by_index = {(r.task_id, r.map_index): r for r in decision.rows if r.map_index >= 0}
+            for (task_id, index), (old, new, why) in plan.mapped_changes.items():
+                if scheduling.set_ti_state(session, by_index[(task_id, index)].id, old, new, now=now):
+                    if new is not S.SCHEDULED or old is not S.NONE:
+                        logger.info("DAG %s run %s: %s[%d] %s -> %s (%s)", run.dag_id, run.run_id, task_id, index,
+                                    old, new, why)
+            for task_id, length in plan.expansions.items():
+                weight = decision.weights.get(task_id, sdag.tasks[task_id].priority_weight)
+                if mapping.expand(session, sdag, run.run_id, task_id, length, weight=weight, now=now):
+                    logger.info("DAG %s run %s: %s expanded into %d task instances", run.dag_id, run.run_id,
+                                task_id, length)
         if plan.run_state is not None and scheduling.finish_run(session, run.id, plan.run_state, now=now):
             logger.info("DAG %s: run %s finished %s (%s)", run.dag_id, run.run_id, plan.run_state, plan.run_reason)
             reason = "success" if plan.run_state is DagRunState.SUCCESS else plan.run_reason.split(":")[0]
@@ -321,80 +425,92 @@ class TaskScheduler:
         slots = self.executor.open_slots()
         if slots <= 0:
             return 0
-        with session_scope(self.engine, readonly=True) as session:
-            if not scheduling.any_scheduled(session):
-                return 0  # no write transaction (and no wait for the write lock) for nothing
-        default_limit = int(self.settings.get("core", "max_active_tasks_per_dag"))
+        if not self._wrote_scheduled:
+            with session_scope(self.engine, readonly=True) as session:
+                if not scheduling.any_scheduled(session):
+                    return 0  # no write transaction (and no wait for the write lock) for nothing
 
         def unit() -> list[scheduling.Candidate]:
-            chosen: list[scheduling.Candidate] = []
-            free = slots
-            full_pools: set[str] = set()
-            full_runs: set[tuple[str, str]] = set()
             with session_scope(self.engine) as session:
-                pools = scheduling.pool_open_slots(session)
-                occupied: dict[tuple[str, str], int] | None = None
-                # Instances blocked by a full pool or run are left out of the next page, so a crowd of
-                # blocked high-priority instances never starves ready ones further down.
-                for _page in range(MAX_QUEUE_PAGES):
-                    page = free * 4 + 64
-                    candidates = scheduling.scheduled_candidates(
-                        session, limit=page, skip_pools=full_pools, skip_runs=full_runs
-                    )
-                    if not candidates:
-                        break
-                    if occupied is None:
-                        occupied = scheduling.occupied_by_run(session, (c.dag_id for c in candidates))
-                    else:
-                        occupied.update(
-                            {k: v for k, v in scheduling.occupied_by_run(
-                                session, (c.dag_id for c in candidates)).items() if k not in occupied}
-                        )
-                    blocked = False
-                    for c in candidates:
-                        if free <= 0:
-                            break
-                        run_key = (c.dag_id, c.run_id)
-                        limit = c.max_active_tasks if c.max_active_tasks is not None else default_limit
-                        if occupied.get(run_key, 0) >= limit:
-                            full_runs.add(run_key)
-                            blocked = True
-                            continue
-                        if c.pool not in pools:
-                            if c.pool not in self._warned_pools:
-                                self._warned_pools.add(c.pool)
-                                logger.warning(
-                                    "task %s.%s uses pool '%s', which does not exist; it stays scheduled until it does",
-                                    c.dag_id, c.task_id, c.pool,
-                                )
-                            full_pools.add(c.pool)
-                            blocked = True
-                            continue
-                        if pools[c.pool] < c.pool_slots:
-                            if pools[c.pool] <= 0:
-                                full_pools.add(c.pool)
-                            blocked = True
-                            continue
-                        if scheduling.queue_ti(
-                            session, c.id, c.try_number, now=now, job_id=self.job_id, hostname=self.hostname
-                        ):
-                            pools[c.pool] -= c.pool_slots
-                            occupied[run_key] = occupied.get(run_key, 0) + 1
-                            free -= 1
-                            chosen.append(c)
-                    if free <= 0 or len(candidates) < page or not blocked:
-                        break
-            return chosen
+                return self._queue_in(session, slots, now)
 
         chosen = retry_transient(unit, what="queueing task instances")
+        self._dispatch(chosen)
+        return len(chosen)
+
+    def _dispatch(self, chosen: list[Candidate]) -> None:
+        """Hand the queued instances to the executor (after their transaction committed)."""
         for c in chosen:
             self.executor.queue(
                 TaskWorkload(
                     ti_id=c.id, dag_id=c.dag_id, run_id=c.run_id, task_id=c.task_id, map_index=c.map_index,
-                    try_number=c.try_number + 1, fileloc=c.fileloc,
+                    try_number=c.try_number + 1, fileloc=c.fileloc, queue=c.queue,
                 )
             )
-        return len(chosen)
+
+    def _queue_in(self, session: Session, slots: int, now: datetime) -> list[Candidate]:
+        """scheduled -> queued for as many instances as ``slots`` and the limits allow, in ``session``."""
+        from scheduler.db import ha, scheduling
+
+        default_limit = int(self.settings.get("core", "max_active_tasks_per_dag"))
+        chosen: list[Candidate] = []
+        free = slots
+        full_pools: set[str] = set()
+        full_runs: set[tuple[str, str]] = set()
+        ha.lock_pools(session)  # several schedulers queue one at a time (PostgreSQL; see db/ha.py)
+        pools = scheduling.pool_open_slots(session)
+        occupied: dict[tuple[str, str], int] | None = None
+        # Instances blocked by a full pool or run are left out of the next page, so a crowd of
+        # blocked high-priority instances never starves ready ones further down.
+        for _page in range(MAX_QUEUE_PAGES):
+            page = free * 4 + 64
+            candidates = scheduling.scheduled_candidates(
+                session, limit=page, skip_pools=full_pools, skip_runs=full_runs
+            )
+            if not candidates:
+                break
+            if occupied is None:
+                occupied = scheduling.occupied_by_run(session, (c.dag_id for c in candidates))
+            else:
+                occupied.update(
+                    {k: v for k, v in scheduling.occupied_by_run(
+                        session, (c.dag_id for c in candidates)).items() if k not in occupied}
+                )
+            blocked = False
+            for c in candidates:
+                if free <= 0:
+                    break
+                run_key = (c.dag_id, c.run_id)
+                limit = c.max_active_tasks if c.max_active_tasks is not None else default_limit
+                if occupied.get(run_key, 0) >= limit:
+                    full_runs.add(run_key)
+                    blocked = True
+                    continue
+                if c.pool not in pools:
+                    if c.pool not in self._warned_pools:
+                        self._warned_pools.add(c.pool)
+                        logger.warning(
+                            "task %s.%s uses pool '%s', which does not exist; it stays scheduled until it does",
+                            c.dag_id, c.task_id, c.pool,
+                        )
+                    full_pools.add(c.pool)
+                    blocked = True
+                    continue
+                if pools[c.pool] < c.pool_slots:
+                    if pools[c.pool] <= 0:
+                        full_pools.add(c.pool)
+                    blocked = True
+                    continue
+                if scheduling.queue_ti(
+                    session, c.id, c.try_number, now=now, job_id=self.job_id, hostname=self.hostname
+                ):
+                    pools[c.pool] -= c.pool_slots
+                    occupied[run_key] = occupied.get(run_key, 0) + 1
+                    free -= 1
+                    chosen.append(c)
+            if free <= 0 or len(candidates) < page or not blocked:
+                break
+        return chosen
 
     # --- 4. dead tries -----------------------------------------------------------------------------
 
@@ -407,12 +523,35 @@ class TaskScheduler:
             with session_scope(self.engine, readonly=True) as session:
                 return scheduling.in_flight(session)
 
+        live = self._live_schedulers(now)
         for ti in retry_transient(load, what="reading tries left by an earlier scheduler"):
-            if ti.state is S.QUEUED and ti.queued_by_job_id != self.job_id:
+            if ti.state is S.QUEUED and ti.queued_by_job_id != self.job_id and ti.queued_by_job_id not in live:
                 with session_scope(self.engine) as session:
                     if scheduling.requeue_lost(session, ti, now=now):
                         logger.info("%s.%s %s: queued by an earlier scheduler; scheduled again", ti.dag_id, ti.task_id, ti.run_id)
         self.check_dead_tasks(now)
+
+    def _live_schedulers(self, now: datetime) -> set[int]:
+        """Ids of the other live schedulers, whose queued instances are theirs to run (db/ha.py)."""
+        from scheduler.clock import utcnow
+        from scheduler.db import ha
+        from scheduler.db.engine import retry_transient, session_scope
+
+        def load() -> set[int]:
+            with session_scope(self.engine, readonly=True) as session:
+                # Heartbeats are written on the wall clock, whatever ``now`` a test drives the loop with.
+                return ha.live_scheduler_ids(session, now=utcnow(), threshold=ha.health_threshold(self.settings))
+
+        return retry_transient(load, what="reading the live schedulers") - {self.job_id}
+
+    def adopt_dead_schedulers(self, now: datetime) -> None:
+        """Queued instances of schedulers dead for scheduler_health_check_threshold go back to scheduled."""
+        from scheduler.clock import utcnow
+        from scheduler.db import ha
+
+        if ha.adopt_dead_schedulers(self.engine, now=utcnow(), threshold=ha.health_threshold(self.settings),
+                                    own_job_id=self.job_id):
+            self._wrote_scheduled = True
 
     def check_dead_tasks(self, now: datetime) -> None:
         from scheduler.db import scheduling

@@ -148,6 +148,41 @@ def _variables(getter: Callable[[str], str | None] | None) -> SimpleNamespace:
     return SimpleNamespace(value=_VariableAccessor(getter, False), json=_VariableAccessor(getter, True))
 
 
+class _ConnectionAccessor:
+    """``conn.ID`` / ``conn.get(ID)``: a Connection (``{{ conn.my_db.host }}``), read when first used.
+
+    Without a getter it is :func:`scheduler.connections.get_connection` (the task's own process
+    reads the database; its password and sensitive extras are masked in the log from then on).
+    """
+
+    def __init__(self, getter: Callable[[str], Any] | None) -> None:
+        self._getter = getter
+
+    def get(self, conn_id: str, default: Any = _MISSING) -> Any:
+        getter = self._getter
+        if getter is None:
+            from scheduler.connections import get_connection
+
+            getter = get_connection
+        try:
+            return getter(conn_id)
+        except LookupError:
+            if default is _MISSING:
+                raise
+            return default
+
+    def __getattr__(self, conn_id: str) -> Any:
+        if conn_id.startswith("__"):
+            raise AttributeError(conn_id)
+        return self.get(conn_id)
+
+    def __getitem__(self, conn_id: str) -> Any:
+        return self.get(conn_id)
+
+    def __repr__(self) -> str:
+        return "conn"
+
+
 # --- the context ---------------------------------------------------------------------------------
 
 
@@ -178,6 +213,7 @@ def build_context(
     run_type: str = "manual",
     variables: Callable[[str], str | None] | None = None,
     dag_run: RuntimeDagRun | None = None,
+    connections: Callable[[str], Any] | None = None,
 ) -> Context:
     """The Jinja / ``**context`` dict for one task try (Airflow's keys; dates in UTC).
 
@@ -212,6 +248,7 @@ def build_context(
         params=dict(params),
         macros=MACROS,
         var=_variables(variables),
+        conn=_ConnectionAccessor(connections),
         logical_date=logical_date,
         execution_date=logical_date,
         data_interval_start=data_interval_start,

@@ -127,13 +127,37 @@ class FolderWatcher:
             observer.join(timeout=5)
 
 
-class DatabaseWatcher:
-    """Tells whether another process committed to the database since :meth:`mark`."""
+#: What a scheduler must notice that it did not do itself or hear from its executor: a run
+#: created, set to queued/running or ended by a user (a trigger, a backfill, a clear, a
+#: mark; a user's change to a running run's instances touches the run's updated_at), a DAG
+#: paused or unpaused, a pool's slots changed. Task runners never write these.
+_FOREIGN_CHANGES = (
+    "SELECT (SELECT max(id) FROM dag_run),"
+    " (SELECT max(updated_at) FROM dag_run WHERE state IN ('queued', 'running')),"
+    " (SELECT count(*) FROM dag_run WHERE state IN ('queued', 'running')),"
+    " (SELECT count(*) FROM dag WHERE is_paused),"
+    " (SELECT count(*) FROM slot_pool), (SELECT sum(slots) FROM slot_pool)"
+)
 
-    def __init__(self, engine: Engine) -> None:
+
+class DatabaseWatcher:
+    """Tells whether another process committed to the database since :meth:`mark`.
+
+    ``runner_writes_announced``: the executor tells the loop when a task runner recorded a
+    state (the LocalExecutor does), so commits by task runners (claims, records, XComs;
+    two per try) need not wake it: only changes in :data:`_FOREIGN_CHANGES` count. On
+    SQLite ``PRAGMA data_version`` (free) says whether anything at all was committed, and
+    only then is that query run. Without it (Celery workers report nothing to the
+    scheduler) every SQLite commit counts.
+    """
+
+    def __init__(self, engine: Engine, *, runner_writes_announced: bool = False) -> None:
         self.engine = engine
+        self.foreign_only = runner_writes_announced
         self._sqlite: sqlite3.Connection | None = None
         self._baseline: object = None
+        self._version: object = None
+        self._foreign: object = None
 
     def _sqlite_connection(self) -> sqlite3.Connection | None:
         if self._sqlite is None and self.engine.dialect.name == "sqlite":
@@ -147,16 +171,17 @@ class DatabaseWatcher:
     def _fingerprint(self) -> object:
         connection = self._sqlite_connection()
         if connection is not None:
-            return connection.execute("PRAGMA data_version").fetchone()[0]
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            if not self.foreign_only:
+                return version
+            if version != self._version or self._foreign is None:
+                self._version = version
+                self._foreign = tuple(connection.execute(_FOREIGN_CHANGES).fetchone())
+            return self._foreign
         from sqlalchemy import text
 
         with self.engine.connect() as conn:
-            row = conn.execute(
-                text(
-                    "SELECT (SELECT max(id) FROM dag_run), (SELECT max(updated_at) FROM dag_run),"
-                    " (SELECT count(*) FROM dag WHERE is_paused)"
-                )
-            ).one()
+            row = conn.execute(text(_FOREIGN_CHANGES)).one()
             conn.rollback()
         return tuple(row)
 

@@ -30,6 +30,8 @@ class TaskWorkload:
     try_number: int
     #: The DAG file, as the dag table records it (absolute path).
     fileloc: str
+    #: The task's ``queue`` (task_instance.queue): the Celery queue the try is sent to.
+    queue: str = "default"
     kind: str = field(default="task", init=False)
 
     @property

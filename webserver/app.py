@@ -49,6 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         pool_size=int(settings.get("database", "sql_alchemy_pool_size")),
         max_overflow=int(settings.get("database", "sql_alchemy_max_overflow")),
     )
+    from scheduler.crypto import fernet
+
+    fernet(settings)  # an invalid [core] fernet_key stops the start here, with a message naming it
     app.extensions["updraft_login_throttle"] = LoginThrottle()
     app.jinja_env.globals["csrf_token"] = csrf_token
 

@@ -117,6 +117,7 @@ def check_credentials(username: str, password: str) -> tuple[Any, float | None]:
         throttle().failed(username, address)
         with write_session() as db:
             record_login_failure(db, username)
+            _audit_login(db, "login.failed", username, address)
         return None, None
     throttle().succeeded(username)
     if user.failed_login_count:
@@ -132,11 +133,20 @@ def log_in(user: Any) -> None:
 
     with write_session() as db:
         record_login_success(db, user.id)
+        _audit_login(db, "login", user.username, client_address())
     session.clear()
     session["sid"] = secrets.token_hex(16)
     session[SESSION_USER_KEY] = user.id
     session[SESSION_PASSWORD_KEY] = password_fingerprint(user.password_hash)
     g.updraft_user = user
+
+
+def _audit_login(db: Any, event: str, username: str, address: str) -> None:
+    """An audit row for a login (the form's: ``ui.login``) or a failed one (``ui.`` or ``api.login.failed``)."""
+    from scheduler.audit import record_event
+
+    origin = "api" if is_api_request() else "ui"
+    record_event(db, f"{origin}.{event}", owner=username[:256], extra={"address": address})
 
 
 def log_out() -> None:

@@ -11,6 +11,7 @@ checked with the same ``Param.resolve`` the CLI and the REST API use.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -19,9 +20,9 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from flask import Response, flash, jsonify, redirect, render_template, request
-from sqlalchemy import ColumnElement, Select, exists, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, bindparam, exists, func, literal, or_, select, union_all
 
-from scheduler.db.models import Dag, DagRun, Log, ParseImportError
+from scheduler.db.models import Dag, DagRun, ParseImportError
 from webserver.auth import ROLES, requires
 from webserver.db import read_session, write_session
 from webserver.views import _safe_next, ui
@@ -67,13 +68,11 @@ def can_edit() -> bool:
 
 def _audit(session: Any, event: str, *, dag_id: str, run_id: str | None = None, extra: Any = None) -> None:
     """Record a change made in the UI in the ``log`` table (event ``ui.<event>``)."""
-    from scheduler.clock import utcnow
+    from scheduler.audit import record_event
     from webserver.login import current_user
 
-    session.add(Log(
-        dttm=utcnow(), event=f"ui.{event}", owner=getattr(current_user(), "username", None), dag_id=dag_id,
-        run_id=run_id, extra=None if extra is None else json.dumps(extra, default=str),
-    ))
+    record_event(session, f"ui.{event}", owner=getattr(current_user(), "username", None), dag_id=dag_id,
+                 run_id=run_id, extra=extra)
 
 
 def _not_found(what: str) -> Any:
@@ -104,7 +103,7 @@ class ListFilter:
     def from_args(cls, args: Any) -> ListFilter:
         status = args.get("status", "all")
         try:
-            page = max(1, int(args.get("page", "1")))
+            page = min(max(1, int(args.get("page", "1"))), 1_000_000)  # an offset the database can take
         except ValueError:
             page = 1
         tags = tuple(dict.fromkeys(t.strip() for t in args.getlist("tags") if t.strip()))
@@ -170,6 +169,22 @@ class RunDot:
                 "url": self.url}
 
 
+@functools.lru_cache(maxsize=16)
+def _recent_runs_statement(count: int, per_dag: int) -> Any:
+    """The UNION ALL of ``count`` per-DAG parts, DAG ids bound as ``dag_0``..: built once per page size
+    (building 50 subqueries cost more than running them)."""
+    columns = (DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.run_type, DagRun.logical_date,
+               DagRun.run_after, DagRun.id)
+    parts = [
+        select(part) for part in (
+            select(*columns).where(DagRun.dag_id == bindparam(f"dag_{index}"))
+            .order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(per_dag).subquery()
+            for index in range(count)
+        )
+    ]
+    return parts[0] if count == 1 else union_all(*parts)
+
+
 def recent_runs(session: Any, dag_ids: list[str], *, per_dag: int = RECENT_RUNS) -> dict[str, list[RunDot]]:
     """The newest ``per_dag`` runs of each DAG (by run_after), oldest first: one query for all the DAGs.
 
@@ -178,18 +193,10 @@ def recent_runs(session: Any, dag_ids: list[str], *, per_dag: int = RECENT_RUNS)
     """
     if not dag_ids:
         return {}
-    columns = (DagRun.dag_id, DagRun.run_id, DagRun.state, DagRun.run_type, DagRun.logical_date,
-               DagRun.run_after, DagRun.id)
-    parts = [
-        select(part) for part in (
-            select(*columns).where(DagRun.dag_id == dag_id)
-            .order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(per_dag).subquery()
-            for dag_id in dag_ids
-        )
-    ]
-    statement = parts[0] if len(parts) == 1 else union_all(*parts)
+    statement = _recent_runs_statement(len(dag_ids), per_dag)
     out: dict[str, list[RunDot]] = {dag_id: [] for dag_id in dag_ids}
-    rows = sorted(session.execute(statement), key=lambda r: (r.dag_id, r.run_after, r.id))
+    params = {f"dag_{index}": dag_id for index, dag_id in enumerate(dag_ids)}
+    rows = sorted(session.execute(statement, params), key=lambda r: (r.dag_id, r.run_after, r.id))
     for row in rows:
         out[row.dag_id].append(RunDot(
             run_id=row.run_id, state=str(getattr(row.state, "value", row.state)),
@@ -257,7 +264,7 @@ def load_dag_list(session: Any, filters: ListFilter) -> DagListPage:
     rows = [DagRow(dag=d, runs=runs.get(d.dag_id, []), url=dag_url(d.dag_id), owners=d.owner_list,
                    next_run=shown_time(d.next_dagrun)) for d in dags]
     all_tags: set[str] = set()
-    for tags in session.scalars(select(Dag.tags).where(Dag.is_active.is_(True))):
+    for tags in session.scalars(select(Dag.tags).where(Dag.is_active.is_(True)).distinct()):  # few distinct lists
         all_tags.update(str(t) for t in tags or ())
     errors = list(session.scalars(select(ParseImportError).order_by(ParseImportError.filename).limit(BANNER_ERRORS)))
     error_count = session.scalar(select(func.count()).select_from(ParseImportError)) or 0
@@ -542,6 +549,11 @@ def _submit_trigger(form: TriggerForm, data: dict[str, Any]) -> str | None:
     run_id = form.run_id.strip()
     if len(run_id) > 250:
         form.errors["run_id"] = "A run id is at most 250 characters long."
+    else:
+        from scheduler.identifiers import run_id_problem
+
+        if run_id and (reason := run_id_problem(run_id)) is not None:
+            form.errors["run_id"] = reason[0].upper() + reason[1:] + "."
     form.logical_date = posted.get("logical_date", "")
     now = utcnow()
     logical_date = now

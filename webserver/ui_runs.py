@@ -1,9 +1,10 @@
-"""The DAG pages of the UI (grid, graph, Gantt, code, run history, durations), the run and task
-instance pages, their JSON refresh and log-tail endpoints, and the clear / mark actions.
+"""The DAG pages of the UI (graph, Gantt, code, run history, durations; the grid is in
+``webserver.ui_grid``), the run and task instance pages, their JSON refresh and log-tail endpoints,
+and the clear / mark actions.
 
 Every page is a server-rendered, autoescaped template; nothing here marks text as safe. Running
-states are refreshed in place by ``static/dag.js`` from ``grid.json``; a try's log is tailed from
-``log.json`` with a byte offset. Actions need ``edit``: a GET shows what will change, the POST
+states on the run and task instance pages are refreshed in place by ``static/dag.js`` from
+``grid.json``; a try's log is tailed from ``log.json`` with a byte offset. Actions need ``edit``: a GET shows what will change, the POST
 (with the session's CSRF token, checked in ``webserver.app``) does it.
 
 The graph is laid out here, server-side: longest-path layers from the sources, long edges broken
@@ -39,7 +40,6 @@ from scheduler.db.models import (
     Dag,
     DagCode,
     DagRun,
-    Log,
     SerializedDag,
     TaskInstance,
     TaskInstanceHistory,
@@ -173,12 +173,10 @@ def _show_value(value: Any) -> str:
 
 def _audit(session: Any, event: str, *, dag_id: str, run_id: str | None = None, task_id: str | None = None,
            extra: Any = None) -> None:
-    from scheduler.clock import utcnow
+    from scheduler.audit import record_event
 
-    user = _user()
-    session.add(Log(dttm=utcnow(), event=f"ui.{event}", owner=getattr(user, "username", None), dag_id=dag_id,
-                    run_id=run_id, task_id=task_id,
-                    extra=None if extra is None else json.dumps(extra, default=str)))
+    record_event(session, f"ui.{event}", owner=getattr(_user(), "username", None), dag_id=dag_id,
+                 run_id=run_id, task_id=task_id, extra=extra)
 
 
 # --- loading ---------------------------------------------------------------------------------------
@@ -272,20 +270,6 @@ def _task_ids(info: DagInfo, tis: Iterable[TaskInstance]) -> list[str]:
 
 
 # --- the DAG's tabs --------------------------------------------------------------------------------
-
-
-@ui.get("/dags/<dag_id>")
-@requires("read")
-def dag_grid(dag_id: str) -> Any:
-    num_runs = _int_arg("num_runs", DEFAULT_RUNS, 1, MAX_RUNS)
-    with read_session() as session:
-        info = _load_dag(session, dag_id)
-        runs = _recent_runs(session, dag_id, num_runs)
-        tis = _tis_of(session, dag_id, [r.run_id for r in runs])
-    cells = _cells(tis)
-    rows = [{"task_id": t, "group": info.group_of(t), "in_dag": t in info.tasks} for t in _task_ids(info, tis)]
-    return _render("dag_grid.html", info=info, tab="grid", runs=runs, rows=rows, cells=cells, num_runs=num_runs,
-                   poll_url=url_for("ui.dag_grid_json", dag_id=dag_id, num_runs=num_runs))
 
 
 @ui.get("/dags/<dag_id>/grid.json")
@@ -760,7 +744,7 @@ def _map_index_arg() -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        return max(int(raw), -1)
+        return min(max(int(raw), -1), 2**31 - 1)  # beyond the column's range names no instance anyway
     except ValueError:
         _not_found(f"map index {raw!r} is not a number")
 
@@ -802,7 +786,7 @@ def _read_log(dag_id: str, run_id: str, task_id: str, map_index: int, try_number
             start = min(start, size)
             handle.seek(start)
             raw = handle.read(limit)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+    except OSError:  # missing, or unreadable (a file where a folder should be, permissions, I/O): no log to show
         return None
     if skipped:  # begin at a line
         cut = raw.find(b"\n")
@@ -896,6 +880,8 @@ def ti_log_json(dag_id: str, run_id: str, task_id: str) -> Response:
         return _json({"error": "try (a number) is required; map_index and offset must be numbers"}, 400)
     if offset < 0 or try_number < 1:
         return _json({"error": "offset must be >= 0 and try >= 1"}, 400)
+    if max(abs(map_index), try_number, offset) >= 2**62:
+        return _json({"error": "map_index, try and offset must be smaller numbers"}, 400)
     with read_session() as session:
         ti = session.scalar(select(TaskInstance).where(
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.task_id == task_id,

@@ -83,3 +83,5 @@ def home() -> Any:
 
 from webserver import ui_dags  # noqa: E402,F401,I001
 from webserver import ui_runs  # noqa: E402,F401
+from webserver import ui_audit  # noqa: E402,F401
+from webserver import ui_grid  # noqa: E402,F401

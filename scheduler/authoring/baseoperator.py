@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from scheduler.authoring.taskflow import XComArg
 
 ID_PATTERN = re.compile(r"^[\w.-]+$")
+#: Non-empty while a mapped task builds the real operator of one map index: no wiring, no group membership.
+_UNMAPPING: list[bool] = []
 MAX_ID_LENGTH = 250
 WEIGHT_RULES = ("downstream", "upstream", "absolute")
 
@@ -97,6 +99,15 @@ class BaseOperator(metaclass=_OperatorMeta):
     inherits_from_empty_operator: bool = False
     #: set by branching operators; the serializer records it
     is_branch: bool = False
+    #: True for a MappedOperator (``.partial(...).expand(...)``)
+    is_mapped: bool = False
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """``Op.partial(task_id=..., **fixed).expand(arg=[...])``: one task instance per element (dynamic mapping)."""
+        from scheduler.authoring.mapping import OperatorPartial
+
+        return OperatorPartial(cls, kwargs)
 
     def __init__(
         self,
@@ -148,7 +159,7 @@ class BaseOperator(metaclass=_OperatorMeta):
             )
         from scheduler.authoring.dag import current_dag, current_group
 
-        group = current_group()
+        group = current_group() if not _UNMAPPING else None
         prefix = group.child_prefix() if group is not None else ""
         self._base_task_id = task_id
         where = f" (operator {type(self).__name__})"
@@ -209,13 +220,15 @@ class BaseOperator(metaclass=_OperatorMeta):
         self.downstream_task_ids: set[str] = set()
         self._dag: DAG | None = None
         target = dag or current_dag()
-        if target is not None:
+        if target is not None and not _UNMAPPING:
             target.add_task(self)
 
     def _finish_init(self) -> None:
         """Called once every __init__ in the chain has run: wire XComArg inputs to upstream edges."""
         from scheduler.authoring.taskflow import iter_xcom_args
 
+        if _UNMAPPING:
+            return
         for field in self.template_fields:
             for arg in iter_xcom_args(getattr(self, field, None)):
                 arg.operator.set_downstream(self)
@@ -253,7 +266,15 @@ class BaseOperator(metaclass=_OperatorMeta):
         return [self]
 
     def _relate(self, others: Any, upstream: bool) -> None:
+        from scheduler.authoring.edges import EdgeModifier
+
         for other in _flatten_tasks(others):
+            if isinstance(other, EdgeModifier):  # self >> Label(...) / self << Label(...)
+                if upstream:
+                    other.set_downstream(self)
+                else:
+                    other.set_upstream(self)
+                continue
             for mine in self.leaves if not upstream else self.roots:
                 if upstream:
                     for theirs in other.leaves:
@@ -283,9 +304,17 @@ class BaseOperator(metaclass=_OperatorMeta):
         downstream.upstream_task_ids.add(self.task_id)
 
     def set_downstream(self, other: Any, edge_modifier: Any = None) -> None:
+        if edge_modifier is not None:
+            edge_modifier.set_upstream(self)
+            edge_modifier.set_downstream(other)
+            return
         self._relate(other, upstream=False)
 
     def set_upstream(self, other: Any, edge_modifier: Any = None) -> None:
+        if edge_modifier is not None:
+            edge_modifier.set_downstream(self)
+            edge_modifier.set_upstream(other)
+            return
         self._relate(other, upstream=True)
 
     def __rshift__(self, other: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -17,6 +18,8 @@ from scheduler.exceptions import CycleError, DagDefinitionError, ParamValidation
 if TYPE_CHECKING:
     from scheduler.authoring.baseoperator import BaseOperator
     from scheduler.timetables.base import Timetable
+
+logger = logging.getLogger(__name__)
 
 _dag_stack: list[DAG] = []
 _group_stack: list[Any] = []
@@ -90,6 +93,14 @@ class DAG:
     ) -> None:
         self.dag_id = validate_id("dag_id", dag_id)
         self.deprecations: list[str] = []
+        from scheduler.authoring.taskgroup import TaskGroup
+
+        self.task_dict: dict[str, BaseOperator] = {}
+        #: Every task group by its full id; ``task_group`` is the root group (id None).
+        self.task_group_dict: dict[str, TaskGroup] = {}
+        self.task_group = TaskGroup(None, dag=self)
+        #: (upstream task id, downstream task id) -> edge info such as {"label": "yes"}.
+        self.edge_info: dict[tuple[str, str], dict[str, Any]] = {}
         self.description = description
         self.default_args = dict(default_args or {})
         self.fileloc = fileloc or _caller_file(2)
@@ -115,7 +126,7 @@ class DAG:
             raise DagDefinitionError(f"DAG '{dag_id}': end_date {self.end_date} is before start_date {self.start_date}")
         # --- schedule
         if schedule_interval is not _UNSET:
-            self.deprecations.append("schedule_interval is deprecated; use schedule")
+            self.note_deprecation("schedule_interval is deprecated; use schedule")
             if schedule is not _UNSET:
                 raise DagDefinitionError(f"DAG '{dag_id}': pass schedule or schedule_interval, not both")
             schedule = schedule_interval
@@ -124,15 +135,17 @@ class DAG:
                 raise DagDefinitionError(f"DAG '{dag_id}': pass schedule or timetable, not both")
             schedule = timetable
         self.schedule = None if schedule is _UNSET else schedule
+        from scheduler.authoring.assets import split_schedule
         from scheduler.timetables import make_timetable
 
         try:
-            self.timetable: Timetable = make_timetable(self.schedule, self.timezone)
+            time_schedule, self.asset_condition = split_schedule(self.schedule)
+            self.timetable: Timetable = make_timetable(time_schedule, self.timezone)
         except ScheduleError as exc:
             raise ScheduleError(f"DAG '{dag_id}': invalid schedule: {exc}") from None
         self.catchup = bool(catchup)
         if concurrency is not None:
-            self.deprecations.append("concurrency is deprecated; use max_active_tasks")
+            self.note_deprecation("concurrency is deprecated; use max_active_tasks")
             max_active_tasks = max_active_tasks or concurrency
         self.max_active_runs = self._positive(max_active_runs, "max_active_runs")
         self.max_active_tasks = self._positive(max_active_tasks, "max_active_tasks")
@@ -159,9 +172,21 @@ class DAG:
         self.owner_links = dict(owner_links or {})
         self.dag_display_name = dag_display_name
         self.fail_fast = fail_fast
-        self.task_dict: dict[str, BaseOperator] = {}
         self._check_params()
         _created_dags.append(self)
+
+    def note_deprecation(self, message: str) -> None:
+        """Record (serialized with the DAG) and log an Airflow 2 name this DAG uses."""
+        if message not in self.deprecations:
+            self.deprecations.append(message)
+            logger.warning("DAG '%s': %s", self.dag_id, message)
+
+    def set_edge_info(self, upstream_task_id: str, downstream_task_id: str, info: dict[str, Any]) -> None:
+        """Attach display information (``{"label": ...}``) to the edge between two tasks."""
+        self.edge_info[(upstream_task_id, downstream_task_id)] = dict(info)
+
+    def get_edge_info(self, upstream_task_id: str, downstream_task_id: str) -> dict[str, Any]:
+        return dict(self.edge_info.get((upstream_task_id, downstream_task_id), {}))
 
     # --- helpers for __init__ ----------------------------------------------------------------
 
@@ -218,6 +243,8 @@ class DAG:
             raise DagDefinitionError(f"Task id '{task.task_id}' has already been added to the DAG '{self.dag_id}'")
         self.task_dict[task.task_id] = task
         task._dag = self
+        group = task.task_group if task.task_group is not None and task.task_group.dag is self else self.task_group
+        group.add(task)
 
     def add_tasks(self, tasks: Iterable[BaseOperator]) -> None:
         for task in tasks:

@@ -35,7 +35,12 @@ class XComArg:
         return XComArg(self.operator, key)
 
     def resolve(self, context: Mapping[str, Any]) -> Any:
+        if self.operator.is_mapped:  # every map index's value, in map-index order
+            return context["ti"].xcom_pull_mapped(self.operator.task_id, key=self.key)
         return context["ti"].xcom_pull(task_ids=self.operator.task_id, key=self.key)
+
+    def map(self, f: Any) -> Any:
+        raise TypeError(f"XComArg of task '{self.operator.task_id}': .map() is not supported by updraft")
 
     # wiring delegates to the operator
     @property
@@ -160,6 +165,36 @@ class TaskDecorator:
     def override(self, **kwargs: Any) -> TaskDecorator:
         return TaskDecorator(self.function, self.operator_class, {**self.kwargs, **kwargs})
 
+    # --- dynamic task mapping ----------------------------------------------------------------------
+
+    def partial(self, **kwargs: Any) -> _TaskPartial:
+        """Fix some of the function's arguments; ``.expand(...)`` maps over the others."""
+        return _TaskPartial(self, kwargs)
+
+    def expand(self, **mapped: Any) -> XComArg:
+        return _TaskPartial(self, {}).expand(**mapped)
+
+    def expand_kwargs(self, value: Any) -> XComArg:
+        return _TaskPartial(self, {}).expand_kwargs(value)
+
+    def _mapped(self, fixed: dict[str, Any], expand_input: Any) -> XComArg:
+        from scheduler.authoring.mapping import create_mapped
+
+        kw = dict(self.kwargs)
+        task_id = self._unique_task_id(kw.pop("task_id", None) or self.function.__name__)
+        if "multiple_outputs" not in kw:
+            kw["multiple_outputs"] = _infers_multiple_outputs(self.function)
+        names = list(inspect.signature(self.function).parameters)
+        unknown = sorted(set(fixed) - set(names))
+        if unknown:
+            raise TypeError(f"@task '{task_id}': partial() got unexpected arguments {', '.join(unknown)}")
+        partial = {"task_id": task_id, "python_callable": self.function, "op_args": [], "op_kwargs": dict(fixed), **kw}
+        op = create_mapped(self.operator_class, partial, expand_input, allowed_names=names)
+        if op.doc_md is None and self.function.__doc__:
+            op.doc_md = self.function.__doc__
+        return XComArg(op)
+
+
     def _unique_task_id(self, base: str) -> str:
         from scheduler.authoring.dag import current_dag, current_group
 
@@ -190,6 +225,24 @@ class TaskDecorator:
         if op.doc_md is None and self.function.__doc__:
             op.doc_md = self.function.__doc__
         return XComArg(op)
+
+
+class _TaskPartial:
+    """``my_task.partial(x=1)``: ``.expand(y=[...])`` or ``.expand_kwargs([...])`` makes the mapped task."""
+
+    def __init__(self, decorator: TaskDecorator, fixed: dict[str, Any]) -> None:
+        self.decorator = decorator
+        self.fixed = fixed
+
+    def expand(self, **mapped: Any) -> XComArg:
+        from scheduler.authoring.mapping import ExpandInput
+
+        return self.decorator._mapped(self.fixed, ExpandInput("dict", "op_kwargs", args=mapped))
+
+    def expand_kwargs(self, value: Any) -> XComArg:
+        from scheduler.authoring.mapping import ExpandInput
+
+        return self.decorator._mapped(self.fixed, ExpandInput("list", "op_kwargs", value=value))
 
 
 def _make_decorator(operator_class: type[BaseOperator]) -> Callable[..., Any]:

@@ -170,6 +170,12 @@ def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engi
 
 
 def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    setup_sqlite_connection(dbapi_connection)
+    record.info["query_only"] = False
+
+
+def setup_sqlite_connection(dbapi_connection: Any) -> None:
+    """What every SQLite connection gets (see the module docstring), pooled or not."""
     # Take transaction control away from the sqlite3 module; _sqlite_on_begin emits BEGIN.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
@@ -180,7 +186,14 @@ def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> No
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
-    record.info["query_only"] = False
+
+
+def dbapi_error_to_sqlalchemy(statement: str, exc: Exception, base: type[Exception], *,
+                              invalidated: bool = False) -> DBAPIError:
+    """A driver's own exception as SQLAlchemy would raise it (for :func:`retry_transient`)."""
+    error = DBAPIError.instance(statement, None, exc, base, connection_invalidated=invalidated)
+    assert isinstance(error, DBAPIError)  # exc is one of the driver's errors
+    return error
 
 
 def _sqlite_on_begin(conn: Connection) -> None:

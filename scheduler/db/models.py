@@ -413,6 +413,27 @@ class Variable(Base):
     is_encrypted: Mapped[bool] = mapped_column(default=False)
 
 
+class Connection(Base):
+    """A connection to an outside system (Airflow's ``connection``); password and extra are Fernet-encrypted."""
+
+    __tablename__ = "connection"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conn_id: Mapped[str] = mapped_column(String(ID_LEN), unique=True)
+    conn_type: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    host: Mapped[str | None] = mapped_column(String(500))
+    schema: Mapped[str | None] = mapped_column(String(500))
+    login: Mapped[str | None] = mapped_column(Text)
+    #: Fernet token when is_encrypted.
+    password: Mapped[str | None] = mapped_column(Text)
+    port: Mapped[int | None]
+    #: JSON object text; a Fernet token when is_extra_encrypted.
+    extra: Mapped[str | None] = mapped_column(Text)
+    is_encrypted: Mapped[bool] = mapped_column(default=False)
+    is_extra_encrypted: Mapped[bool] = mapped_column(default=False)
+
+
 class Pool(Base):
     """A pool of task slots (Airflow's ``slot_pool``); ``default_pool`` always exists."""
 
@@ -460,3 +481,57 @@ class Job(Base):
     latest_heartbeat: Mapped[datetime]
 
     __table_args__ = (Index(None, "job_type", "latest_heartbeat"),)
+
+
+# --- assets (data-aware scheduling) ------------------------------------------------------
+
+
+class Asset(Base):
+    """An asset (Airflow 2's dataset) some DAG names: in a schedule or as a task's outlet."""
+
+    __tablename__ = "asset"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uri: Mapped[str] = mapped_column(String(3000), unique=True)
+    extra: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AssetEvent(Base):
+    """One update of an asset: by a task instance's successful try (or from outside, source columns empty)."""
+
+    __tablename__ = "asset_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"))
+    extra: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    source_dag_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    source_task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    source_run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    source_map_index: Mapped[int] = mapped_column(default=-1, server_default=text("-1"))
+    timestamp: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    __table_args__ = (
+        UniqueConstraint("asset_id", "source_dag_id", "source_run_id", "source_task_id", "source_map_index"),
+    )
+
+
+class DagScheduleAssetReference(Base):
+    """A DAG whose schedule names an asset."""
+
+    __tablename__ = "dag_schedule_asset_reference"
+
+    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True)
+    dag_id: Mapped[str] = mapped_column(ForeignKey("dag.dag_id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AssetDagRunQueue(Base):
+    """An asset updated since the target DAG's last asset-triggered run (one row per asset and DAG)."""
+
+    __tablename__ = "asset_dag_run_queue"
+
+    asset_id: Mapped[int] = mapped_column(ForeignKey("asset.id", ondelete="CASCADE"), primary_key=True)
+    target_dag_id: Mapped[str] = mapped_column(ForeignKey("dag.dag_id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, and_, func, insert, select, tuple_, update
+from sqlalchemy import CursorResult, and_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from scheduler.db.models import DEFAULT_POOL, Dag, DagRun, Log, Pool, TaskInstance, TaskInstanceHistory
@@ -30,17 +30,37 @@ def _rowcount(result: Any) -> int:
     return result.rowcount if isinstance(result, CursorResult) else 0
 
 
+def _execute(session: Session, statement: Any, params: Any = None) -> Any:
+    """Run a Core statement on the session's connection, in its transaction.
+
+    These statements select columns and update rows; none needs the ORM's execution
+    (identity map, synchronisation of loaded objects), which costs the scheduler loop
+    several times what the database does.
+    """
+    connection = session.connection()
+    return connection.execute(statement) if params is None else connection.execute(statement, params)
+
+
+def _scalar(session: Session, statement: Any) -> Any:
+    return _execute(session, statement).scalar()
+
+
 # --- runs --------------------------------------------------------------------------------------
 
 
-def running_runs(session: Session) -> list[DagRun]:
-    """Every running run, oldest start first."""
-    return list(session.scalars(select(DagRun).where(DagRun.state == DagRunState.RUNNING).order_by(DagRun.id)))
+_RUNNING_RUNS = select(DagRun.__table__).where(DagRun.__table__.c.state == DagRunState.RUNNING).order_by(
+    DagRun.__table__.c.id
+)
+
+
+def running_runs(session: Session) -> list[Any]:
+    """Every running run, oldest start first: rows with a DagRun's attributes (read-only)."""
+    return list(_execute(session, _RUNNING_RUNS))
 
 
 def finish_run(session: Session, run_pk: int, state: DagRunState, *, now: datetime) -> bool:
     """running -> success/failed (compare-and-set); False when the run was not running any more."""
-    result = session.execute(
+    result = _execute(session,
         update(DagRun)
         .where(DagRun.id == run_pk, DagRun.state == DagRunState.RUNNING)
         .values(state=state, end_date=now, updated_at=now)
@@ -64,12 +84,16 @@ class TIRow:
     next_retry_at: datetime | None
 
 
+#: The loop's most frequent statements are built once, with bound parameters: building one costs
+#: more than running it.
+_RUN_TIS = select(
+    TaskInstance.id, TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state,
+    TaskInstance.try_number, TaskInstance.max_tries, TaskInstance.next_retry_at,
+).where(TaskInstance.dag_id == bindparam("dag_id"), TaskInstance.run_id == bindparam("run_id"))
+
+
 def run_task_instances(session: Session, dag_id: str, run_id: str) -> list[TIRow]:
-    query = select(
-        TaskInstance.id, TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state,
-        TaskInstance.try_number, TaskInstance.max_tries, TaskInstance.next_retry_at,
-    ).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
-    return [TIRow(*row) for row in session.execute(query)]
+    return [TIRow(*row) for row in _execute(session, _RUN_TIS, {"dag_id": dag_id, "run_id": run_id})]
 
 
 def create_task_instances(
@@ -97,7 +121,7 @@ def create_task_instances(
             }
         )
     if rows:
-        session.execute(insert(TaskInstance), rows)
+        _execute(session, insert(TaskInstance), rows)
     return len(rows)
 
 
@@ -109,14 +133,22 @@ def set_ti_state(session: Session, ti_id: int, old: S, new: S, *, now: datetime)
         if new is not S.SUCCESS:
             values.update(start_date=func.coalesce(TaskInstance.start_date, now), duration=0.0)
     if new is S.SCHEDULED:
-        values.update(next_retry_at=None)
-    result = session.execute(update(TaskInstance).where(TaskInstance.id == ti_id, TaskInstance.state == old).values(**values))
+        result = _execute(session, _TO_SCHEDULED, {"ti_id": ti_id, "old": old, "now": now})  # the usual change
+        return _rowcount(result) == 1
+    result = _execute(session, update(TaskInstance).where(TaskInstance.id == ti_id, TaskInstance.state == old).values(**values))
     return _rowcount(result) == 1
+
+
+_TO_SCHEDULED = (
+    update(TaskInstance)
+    .where(TaskInstance.id == bindparam("ti_id"), TaskInstance.state == bindparam("old"))
+    .values(state=S.SCHEDULED, updated_at=bindparam("now"), next_retry_at=None)
+)
 
 
 def previous_run_states(session: Session, dag_id: str, logical_date: datetime, task_ids: Sequence[str]) -> dict[str, S] | None:
     """The states of ``task_ids`` in the DAG's run just before ``logical_date`` (None: there is no earlier run)."""
-    previous = session.scalar(
+    previous = _scalar(session,
         select(DagRun.run_id)
         .where(DagRun.dag_id == dag_id, DagRun.logical_date < logical_date)
         .order_by(DagRun.logical_date.desc())
@@ -124,7 +156,7 @@ def previous_run_states(session: Session, dag_id: str, logical_date: datetime, t
     )
     if previous is None:
         return None
-    rows = session.execute(
+    rows = _execute(session,
         select(TaskInstance.task_id, TaskInstance.state).where(
             TaskInstance.dag_id == dag_id, TaskInstance.run_id == previous, TaskInstance.task_id.in_(task_ids)
         )
@@ -135,7 +167,7 @@ def previous_run_states(session: Session, dag_id: str, logical_date: datetime, t
 def unfinished_to(session: Session, dag_id: str, run_id: str, state: S, *, now: datetime) -> int:
     """Every unfinished task instance of the run -> ``state`` (a timed-out or marked run)."""
     unfinished = [s.value for s in S if s not in (S.SUCCESS, S.FAILED, S.SKIPPED, S.UPSTREAM_FAILED, S.REMOVED)]
-    result = session.execute(
+    result = _execute(session,
         update(TaskInstance)
         .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id, TaskInstance.state.in_(unfinished))
         .values(state=state, end_date=now, updated_at=now)
@@ -161,6 +193,20 @@ class Candidate:
     priority_weight: int
     fileloc: str
     max_active_tasks: int | None
+    queue: str = "default"
+
+
+_CANDIDATES = (
+    select(
+        TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index,
+        TaskInstance.try_number, TaskInstance.pool, TaskInstance.pool_slots, TaskInstance.priority_weight,
+        Dag.fileloc, Dag.max_active_tasks, TaskInstance.queue,
+    )
+    .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
+    .join(Dag, Dag.dag_id == TaskInstance.dag_id)
+    .where(TaskInstance.state == S.SCHEDULED, DagRun.state == DagRunState.RUNNING, Dag.is_active.is_(True))
+    .order_by(TaskInstance.priority_weight.desc(), DagRun.logical_date, DagRun.id, TaskInstance.id)
+)
 
 
 def scheduled_candidates(
@@ -171,30 +217,19 @@ def scheduled_candidates(
     ``skip_pools`` and ``skip_runs`` leave out instances that could not be queued anyway
     (a full pool, a run at its max_active_tasks), so they never hide the ones that can.
     """
-    query = (
-        select(
-            TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index,
-            TaskInstance.try_number, TaskInstance.pool, TaskInstance.pool_slots, TaskInstance.priority_weight,
-            Dag.fileloc, Dag.max_active_tasks,
-        )
-        .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
-        .join(Dag, Dag.dag_id == TaskInstance.dag_id)
-        .where(TaskInstance.state == S.SCHEDULED, DagRun.state == DagRunState.RUNNING, Dag.is_active.is_(True))
-        .order_by(TaskInstance.priority_weight.desc(), DagRun.logical_date, DagRun.id, TaskInstance.id)
-        .limit(limit)
-    )
+    query = _CANDIDATES.limit(limit)
     pools = sorted(set(skip_pools))
     if pools:
         query = query.where(TaskInstance.pool.not_in(pools))
     runs = sorted(set(skip_runs))
     if runs:
         query = query.where(tuple_(TaskInstance.dag_id, TaskInstance.run_id).not_in(runs))
-    return [Candidate(*row) for row in session.execute(query)]
+    return [Candidate(*row) for row in _execute(session, query)]
 
 
 def any_scheduled(session: Session) -> bool:
     """Whether any task instance is scheduled (waiting to be queued)."""
-    return session.scalar(select(TaskInstance.id).where(TaskInstance.state == S.SCHEDULED).limit(1)) is not None
+    return _scalar(session, select(TaskInstance.id).where(TaskInstance.state == S.SCHEDULED).limit(1)) is not None
 
 
 def occupied_by_run(session: Session, dag_ids: Iterable[str]) -> dict[tuple[str, str], int]:
@@ -202,22 +237,29 @@ def occupied_by_run(session: Session, dag_ids: Iterable[str]) -> dict[tuple[str,
     ids = sorted(set(dag_ids))
     if not ids:
         return {}
-    query = (
-        select(TaskInstance.dag_id, TaskInstance.run_id, func.count())
-        .where(TaskInstance.dag_id.in_(ids), TaskInstance.state.in_(OCCUPYING))
-        .group_by(TaskInstance.dag_id, TaskInstance.run_id)
-    )
-    return {(dag_id, run_id): int(n) for dag_id, run_id, n in session.execute(query)}
+    rows = _execute(session, _OCCUPIED, {"dag_ids": ids})
+    return {(dag_id, run_id): int(n) for dag_id, run_id, n in rows}
+
+
+_OCCUPIED = (
+    select(TaskInstance.dag_id, TaskInstance.run_id, func.count())
+    .where(TaskInstance.dag_id.in_(bindparam("dag_ids", expanding=True)), TaskInstance.state.in_(OCCUPYING))
+    .group_by(TaskInstance.dag_id, TaskInstance.run_id)
+)
+
+
+_POOL_SLOTS = select(Pool.pool, Pool.slots)
+_POOL_USED = (
+    select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
+    .where(TaskInstance.state.in_(OCCUPYING))
+    .group_by(TaskInstance.pool)
+)
 
 
 def pool_open_slots(session: Session) -> dict[str, int]:
     """pool name -> slots minus the pool_slots of its queued and running task instances (may be negative)."""
-    slots = {name: int(n) for name, n in session.execute(select(Pool.pool, Pool.slots))}
-    used = session.execute(
-        select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
-        .where(TaskInstance.state.in_(OCCUPYING))
-        .group_by(TaskInstance.pool)
-    )
+    slots = {name: int(n) for name, n in _execute(session, _POOL_SLOTS)}
+    used = _execute(session, _POOL_USED)
     for name, n in used:
         if name in slots:
             slots[name] -= int(n or 0)
@@ -226,19 +268,26 @@ def pool_open_slots(session: Session) -> dict[str, int]:
 
 def count_occupying(session: Session) -> int:
     """Task instances queued or running, all DAGs (what core.parallelism bounds, per scheduler in this version)."""
-    return int(session.scalar(select(func.count()).select_from(TaskInstance).where(TaskInstance.state.in_(OCCUPYING))) or 0)
+    return int(_scalar(session, select(func.count()).select_from(TaskInstance).where(TaskInstance.state.in_(OCCUPYING))) or 0)
+
+
+_QUEUE_TI = (
+    update(TaskInstance)
+    .where(TaskInstance.id == bindparam("ti_id"), TaskInstance.state == S.SCHEDULED,
+           TaskInstance.try_number == bindparam("old_try"))
+    .values(
+        state=S.QUEUED, try_number=bindparam("new_try"), queued_dttm=bindparam("now"),
+        queued_by_job_id=bindparam("job_id"), hostname=bindparam("host"), pid=None, updated_at=bindparam("now"),
+    )
+)
 
 
 def queue_ti(session: Session, ti_id: int, try_number: int, *, now: datetime, job_id: int | None, hostname: str) -> bool:
     """scheduled -> queued with the next try number (compare-and-set on state and the current try)."""
-    result = session.execute(
-        update(TaskInstance)
-        .where(TaskInstance.id == ti_id, TaskInstance.state == S.SCHEDULED, TaskInstance.try_number == try_number)
-        .values(
-            state=S.QUEUED, try_number=try_number + 1, queued_dttm=now, queued_by_job_id=job_id,
-            hostname=hostname, pid=None, updated_at=now,
-        )
-    )
+    result = _execute(session, _QUEUE_TI, {
+        "ti_id": ti_id, "old_try": try_number, "new_try": try_number + 1, "now": now, "job_id": job_id,
+        "host": hostname,
+    })
     return _rowcount(result) == 1
 
 
@@ -279,7 +328,7 @@ def in_flight(session: Session, *, ti_ids: Sequence[int] | None = None) -> list[
         if not ti_ids:
             return []
         query = query.where(TaskInstance.id.in_(list(ti_ids)))
-    return [InFlight(*tuple(row)) for row in session.execute(query)]
+    return [InFlight(*tuple(row)) for row in _execute(session, query)]
 
 
 def fail_lost_try(
@@ -290,7 +339,7 @@ def fail_lost_try(
     Like a try the runner records, it leaves a task_instance_history row (state failed) and
     a ``log`` row with the reason.
     """
-    result = session.execute(
+    result = _execute(session,
         update(TaskInstance)
         .where(TaskInstance.id == ti.id, TaskInstance.state == ti.state, TaskInstance.try_number == ti.try_number)
         .values(
@@ -303,15 +352,15 @@ def fail_lost_try(
     )
     if _rowcount(result) != 1:
         return False
-    start = session.scalar(select(TaskInstance.start_date).where(TaskInstance.id == ti.id)) or now
-    session.execute(
+    start = _scalar(session, select(TaskInstance.start_date).where(TaskInstance.id == ti.id)) or now
+    _execute(session,
         insert(TaskInstanceHistory).values(
             dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index,
             try_number=ti.try_number, state=S.FAILED, start_date=start, end_date=now,
             duration=max((now - start).total_seconds(), 0.0), hostname=ti.hostname,
         )
     )
-    session.execute(
+    _execute(session,
         insert(Log).values(
             dttm=now, event=(S.UP_FOR_RETRY if retry else S.FAILED).value, owner=None, dag_id=ti.dag_id,
             run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index, try_number=ti.try_number,
@@ -323,7 +372,7 @@ def fail_lost_try(
 
 def requeue_lost(session: Session, ti: InFlight, *, now: datetime) -> bool:
     """A queued try that never started (its executor is gone) -> scheduled again, the try not counted."""
-    result = session.execute(
+    result = _execute(session,
         update(TaskInstance)
         .where(TaskInstance.id == ti.id, TaskInstance.state == S.QUEUED, TaskInstance.try_number == ti.try_number)
         .values(state=S.SCHEDULED, try_number=ti.try_number - 1, queued_dttm=None, updated_at=now)

@@ -138,6 +138,9 @@ def record_parse_result(
         row = previous.get(dag_id) or elsewhere.get(dag_id) or session.get(Dag, dag_id)
         _upsert_dag(session, row, data, fileloc=fileloc, has_errors=has_errors, now=now, paused_at_creation=paused_at_creation)
     _upsert_serialized(session, accepted, fileloc=fileloc, now=now)
+    from scheduler.db.assets import sync_references
+
+    sync_references(session, accepted, now)  # assets the DAGs schedule on or update
 
     owned = set(accepted)
     for dag_id, row in previous.items():
@@ -510,8 +513,20 @@ def start_dag_run(session: Session, run_pk: int, *, now: datetime) -> bool:
 
 
 def get_variable(session: Session, key: str) -> str | None:
-    """A Variable's value, or None when no Variable has that key."""
-    return session.scalar(select(Variable.val).where(Variable.key == key))
+    """A Variable's value (decrypted), or None when no Variable has that key.
+
+    The value of a Variable whose key looks sensitive is masked in this process's log output from then on.
+    """
+    from scheduler.secrets_masker import is_sensitive, mask_secret
+    from scheduler.variables import value_of
+
+    var = session.scalar(select(Variable).where(Variable.key == key))
+    if var is None:
+        return None
+    value = value_of(var)
+    if value is not None and is_sensitive(key):
+        mask_secret(value, key)
+    return value
 
 
 def _chunked(items: Sequence[str]) -> Iterator[Sequence[str]]:

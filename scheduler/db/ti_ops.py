@@ -283,6 +283,19 @@ def _clear(session: Session, tis: list[TaskInstance], shapes: Mapping[str, TaskS
         by_dag.setdefault(ti.dag_id, set()).add(ti.run_id)
     for dag_id, run_ids in by_dag.items():
         _requeue_finished_runs(session, dag_id, sorted(run_ids), now)
+        touch_runs(session, dag_id, sorted(run_ids), now)
+
+
+def touch_runs(session: Session, dag_id: str, run_ids: list[str], now: datetime) -> None:
+    """Set the runs' updated_at: a scheduler sleeping beside a user's change to a run's task
+    instances notices it (see scheduler.watch.DatabaseWatcher)."""
+    for start in range(0, len(run_ids), _CHUNK):
+        session.execute(
+            update(DagRun)
+            .where(DagRun.dag_id == dag_id, DagRun.run_id.in_(run_ids[start : start + _CHUNK]))
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _requeue_finished_runs(session: Session, dag_id: str, run_ids: list[str], now: datetime) -> None:
@@ -360,6 +373,7 @@ def mark_task_instance(
     if ti.state is not target:
         _mark(ti, target, now)
         session.flush()
+        touch_runs(session, ti.dag_id, [ti.run_id], now)
     return ti
 
 

@@ -52,6 +52,20 @@ class DbXComStore:
         found, value = retry_transient(unit, what=f"XCom pull {dag_id}.{task_id} {run_id} key {key!r}")
         return value if found else default
 
+    def pull_mapped(self, dag_id: str, run_id: str, task_id: str, key: str) -> list[Any]:
+        """The values the map indexes (>= 0) of a mapped task pushed under ``key``, in map-index order."""
+        def unit() -> list[Any]:
+            with session_scope(self._engine, readonly=True) as session:
+                rows = session.execute(
+                    select(XCom.value).where(
+                        XCom.dag_id == dag_id, XCom.run_id == run_id, XCom.task_id == task_id,
+                        XCom.map_index >= 0, XCom.key == key,
+                    ).order_by(XCom.map_index)
+                )
+                return [row.value for row in rows]
+
+        return retry_transient(unit, what=f"XCom pull of mapped {dag_id}.{task_id} {run_id} key {key!r}")  # type: ignore[no-any-return]
+
     def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
         def unit() -> None:
             with session_scope(self._engine) as session:
@@ -103,6 +117,9 @@ class TryXComStore:
         if (dag_id, run_id, task_id, map_index) == self._own and key in self.pushed:
             return self.pushed[key]
         return self._database().pull(dag_id, run_id, task_id, map_index, key, default)
+
+    def pull_mapped(self, dag_id: str, run_id: str, task_id: str, key: str) -> list[Any]:
+        return self._database().pull_mapped(dag_id, run_id, task_id, key)
 
     def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> None:
         if (dag_id, run_id, task_id, map_index) == self._own:

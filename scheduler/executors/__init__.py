@@ -1,4 +1,5 @@
-"""Executors: where task tries run. The LocalExecutor (a fork server on this machine) is the default."""
+"""Executors: where task tries run. The LocalExecutor (a fork server on this machine) is the default;
+the CeleryExecutor sends tries to ``updraft celery worker`` s through a broker."""
 
 from __future__ import annotations
 
@@ -19,8 +20,14 @@ def make_executor(settings: Settings) -> BaseExecutor:
         from scheduler.executors.local import LocalExecutor
 
         return LocalExecutor(settings)
+    if name == "CeleryExecutor":
+        from scheduler.executors.celery_executor import CeleryExecutor
+
+        return CeleryExecutor(settings)
     if name == "InlineExecutor":
         from scheduler.executors.inline import InlineExecutor
 
         return InlineExecutor(settings)
-    raise NotImplementedError(f"[core] executor = {name!r} is not available in this version; use LocalExecutor")
+    raise NotImplementedError(
+        f"[core] executor = {name!r} is not available; use LocalExecutor or CeleryExecutor"
+    )

@@ -19,6 +19,18 @@ Protocol, one JSON object per line:
   ``{"event": "exited", "key": [...], "kind": ..., "pid": N, "returncode": R}``
   (R negative: killed by signal -R), ``{"event": "rejected", "key": ..., "error": ...}``.
 
+Zygotes: the first task workload of a DAG file makes the server fork a **zygote** for
+that file: a child that imports the file once (:func:`scheduler.task_runner.preload`)
+and then serves that file's workloads exactly as the server does (same loop, its own
+spare runner), so a try forked from it starts with the file's DAGs already built
+instead of importing the file again. Workloads wait in the server while the zygote
+imports. The zygote emits its children's events on the shared stdout itself. It is
+retired (stdin closed: it finishes its tries and exits) when the file changes, after
+``ZYGOTE_IDLE_S`` without work and ``ZYGOTE_MAX_AGE_S`` after it imported the file
+(top-level code that reads something at import time is re-run at least that often).
+A file that does not import, or whose import starts threads, gets no zygote: its
+tries import it themselves, as without zygotes, until the file changes.
+
 End of stdin means the scheduler is gone or stopping: the server forks nothing more,
 waits for its children (which record their own states) and exits. A crash in a child
 never reaches the server; the server ignores SIGINT (the scheduler decides).
@@ -37,17 +49,55 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-#: Workload keys by child pid.
-_children: dict[int, tuple[list[Any], str]] = {}
+#: Workload keys, kinds and workloads by child pid.
+_children: dict[int, tuple[list[Any], str, Any]] = {}
 #: Spare runners (forked, connected to the database, waiting for a workload): pid -> write end of
 #: the pipe their workload will arrive on.
 _spares: dict[int, int] = {}
 #: Spares told to go away, not reaped yet.
 _dismissed: set[int] = set()
-#: How many spares are kept ready: a try then starts without waiting for a fork and a connection.
-#: One is enough for a chain (a replacement is ready long before the next task), and each costs
-#: about 18 MiB at rest.
+#: How many spares a zygote keeps ready: a try then starts without waiting for a fork and a
+#: connection. One is enough for a chain (a replacement is ready long before the next task).
+#: The server itself keeps none: task tries go to zygotes, and a spare at rest costs ~20 MiB.
 SPARES = 1
+#: A zygote with no work for this long is retired.
+ZYGOTE_IDLE_S = 10.0
+#: A zygote is replaced this long after it imported its file, busy or not.
+ZYGOTE_MAX_AGE_S = 30.0
+#: At most this many zygotes live at once (the least recently used is retired).
+ZYGOTE_LIMIT = 8
+
+
+class _Zygote:
+    """The server's view of one zygote: a child serving one DAG file's workloads."""
+
+    def __init__(self, pid: int, fileloc: str, signature: tuple[int, int, int], stdin_w: int, status_r: int) -> None:
+        self.pid = pid
+        self.fileloc = fileloc
+        self.signature = signature
+        self.stdin_w = stdin_w
+        self.status_r: int | None = status_r
+        self.born = time.monotonic()
+        self.last_used = self.born
+        #: "starting" (importing), "ready" (serving) or "unusable" (the file's tries import it themselves).
+        self.state = "starting"
+        self.pending: list[bytes] = []
+        #: Keys of the workloads passed to it (reported lost if it dies: its events came from it).
+        self.keys: list[list[Any]] = []
+
+
+#: Live zygotes by DAG file.
+_zygotes: dict[str, _Zygote] = {}
+#: Retired zygotes, not reaped yet, by pid.
+_retired: dict[int, _Zygote] = {}
+#: Files whose zygote could not serve, with the file signature at the time (no new one until it changes).
+_unusable: dict[str, tuple[int, int, int]] = {}
+#: The current zygote's file (set in a zygote; None in the server).
+_zygote_of: str | None = None
+#: The serving loop's selector.
+_selector: selectors.BaseSelector | None = None
+#: The settings the server was started with.
+_SETTINGS: Any = None
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -69,7 +119,7 @@ def _run_child(workload: Any, settings: Any, close_fds: list[int], *, report_fd:
         _detach([*close_fds, *_spares.values()], report_fd=report_fd)
         from scheduler.task_runner import run_workload
 
-        code = run_workload(workload, settings)
+        code = run_workload(workload, settings, direct=True)
     except BaseException:  # noqa: BLE001 - report anything, then leave without running the server's code
         try:
             sys.stderr.write(f"workload {workload!r} failed in its runner:\n{traceback.format_exc()}")
@@ -125,7 +175,7 @@ def _fork_spare(settings: Any, close_in_child: list[int]) -> None:
                 chunks.append(chunk)
             if not chunks:
                 os._exit(0)  # the server closed the pipe: no work, go away
-            code = run_workload(from_json(b"".join(chunks)), settings)
+            code = run_workload(from_json(b"".join(chunks)), settings, direct=True)
         except BaseException:  # noqa: BLE001
             try:
                 sys.stderr.write(f"spare runner failed:\n{traceback.format_exc()}")
@@ -139,7 +189,7 @@ def _fork_spare(settings: Any, close_in_child: list[int]) -> None:
 
 
 def _reap() -> None:
-    while _children or _spares or _dismissed:
+    while _children or _spares or _dismissed or _zygotes or _retired:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -148,6 +198,19 @@ def _reap() -> None:
             return
         if pid in _dismissed:
             _dismissed.discard(pid)
+            continue
+        zygote = _retired.pop(pid, None)
+        live = next((z for z in _zygotes.values() if z.pid == pid), None)
+        if live is not None:  # died while serving: its file gets a new one on its next workload
+            _retire(live)
+            _retired.pop(pid, None)
+            zygote = live
+        if zygote is not None:
+            if status != 0 and zygote.keys:
+                # Its tries' events came from it: the executor learns of the ones still running here
+                # (the scheduler then checks each in the database; a try still alive records itself).
+                _emit({"event": "lost", "keys": zygote.keys, "key": None,
+                       "returncode": os.waitstatus_to_exitcode(status)})
             continue
         spare = _spares.pop(pid, None)
         if spare is not None:  # died while idle: nothing to report, a new one is forked
@@ -159,9 +222,36 @@ def _reap() -> None:
         entry = _children.pop(pid, None)
         if entry is None:
             continue
-        key, kind = entry
+        key, kind, workload = entry
         returncode = os.waitstatus_to_exitcode(status)
+        if returncode != 0 and kind == "task":
+            _note_death(workload, status)
         _emit({"event": "exited", "key": key, "kind": kind, "pid": pid, "returncode": returncode})
+
+
+def _note_death(workload: Any, status: int) -> None:
+    """A try's process ended abnormally (a crash, a kill): say so at the end of its log.
+
+    The try ran in that process itself, so nobody else could write it; the scheduler
+    records the failure (or retry) when it gets the exit event.
+    """
+    from scheduler.config import load_settings
+    from scheduler.logfmt import standalone_logger
+    from scheduler.runner_processes import _describe_exit
+    from scheduler.task_runner import RUNNER_LOGGER, log_path
+
+    try:
+        settings = _SETTINGS or load_settings()
+        path = log_path(settings.log_folder, workload.dag_id, workload.run_id, workload.task_id,
+                        workload.map_index, workload.try_number)
+        if not path.exists():
+            return  # it died before it claimed the try: there is no log to add to
+        with path.open("a", encoding="utf-8") as out:
+            standalone_logger(RUNNER_LOGGER, out).error(
+                "%s; the scheduler records the try as failed (or up for retry)", _describe_exit(status)
+            )
+    except Exception:  # noqa: BLE001 - the note is a courtesy; the exit event is what counts
+        pass
 
 
 def _dismiss_spares() -> None:
@@ -177,6 +267,11 @@ def _dismiss_spares() -> None:
 
 def _terminate_children(grace: float) -> None:
     _dismiss_spares()
+    for zygote in (*_zygotes.values(), *_retired.values()):
+        try:
+            os.kill(zygote.pid, signal.SIGTERM)  # it terminates its own children the same way
+        except OSError:
+            pass
     for pid in list(_children):
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -196,9 +291,9 @@ def _terminate_children(grace: float) -> None:
 def main() -> int:
     from scheduler.config import load_settings
     from scheduler.task_runner import warm_up
-    from scheduler.workloads import from_json
 
-    settings = load_settings()
+    global _SETTINGS
+    settings = _SETTINGS = load_settings()
     warm_up(settings)  # every child starts with what a try needs already imported
     # Objects that exist now are never collected by the children's garbage collector, so it
     # never writes to (and so never copies) the pages they share with this process.
@@ -206,6 +301,12 @@ def main() -> int:
     gc.freeze()
     grace = float(settings.get("core", "killed_task_cleanup_time"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return _serve(settings, grace)
+
+
+def _serve(settings: Any, grace: float) -> int:
+    """Read workloads on stdin and fork for them until stdin ends and every child is gone (server and zygotes)."""
+    from scheduler.workloads import from_json
 
     def on_sigterm(signum: int, frame: Any) -> None:
         _terminate_children(grace)
@@ -218,16 +319,18 @@ def main() -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
 
-    selector = selectors.DefaultSelector()
+    global _selector
+    selector = _selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ, "stdin")
     selector.register(wake_r, selectors.EVENT_READ, "sigchld")
     close_in_child = [wake_r, wake_w, selector.fileno()] if hasattr(selector, "fileno") else [wake_r, wake_w]
-    _emit({"event": "ready", "key": None, "pid": os.getpid()})
+    if _zygote_of is None:
+        _emit({"event": "ready", "key": None, "pid": os.getpid()})
     buffer = b""
     reading = True
-    while reading or _children or _dismissed:
+    while reading or _children or _dismissed or _zygotes or _retired:
         if reading:
-            while len(_spares) < SPARES:
+            while _zygote_of is not None and len(_spares) < SPARES:
                 _fork_spare(settings, close_in_child)
         for selected, _ in selector.select(timeout=1.0 if reading else 0.2):
             if selected.data == "sigchld":
@@ -237,17 +340,23 @@ def main() -> int:
                 except BlockingIOError:
                     pass
                 continue
+            if isinstance(selected.data, _Zygote):
+                _zygote_status(selected.data, settings, close_in_child)
+                continue
             chunk = os.read(0, 65536)
             if not chunk:
                 reading = False
                 selector.unregister(0)
                 _dismiss_spares()
+                for zygote in list(_zygotes.values()):
+                    _retire(zygote)
                 continue
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if line.strip():
                     _handle(line, settings, close_in_child, from_json, grace)
+        _retire_stale()
         _reap()
     return 0
 
@@ -272,15 +381,175 @@ def _handle(line: bytes, settings: Any, close_in_child: list[int], from_json: An
     except ValueError as exc:
         _emit({"event": "rejected", "key": None, "error": str(exc)})
         return
+    if _zygote_of is None and _to_zygote(workload.fileloc, list(workload.key), line, settings, close_in_child):
+        return
+    _start(workload, line_for_spare(message), settings, close_in_child, precompile)
+
+
+def _start(workload: Any, spare_line: bytes, settings: Any, close_in_child: list[int], precompile: Any) -> None:
+    """Run a workload in a spare runner, or in a child forked for it."""
     key = list(workload.key)
-    precompile(Path(workload.fileloc))  # compiled once here, not in every child
-    pid = _give_to_spare(line_for_spare(message))
+    if _zygote_of is None:
+        precompile(Path(workload.fileloc))  # compiled once here, not in every child
+    pid = _give_to_spare(spare_line)
     if pid is None:
         pid = os.fork()
         if pid == 0:
             _run_child(workload, settings, close_in_child)
-    _children[pid] = (key, workload.kind)
+    _children[pid] = (key, workload.kind, workload)
     _emit({"event": "started", "key": key, "pid": pid})
+
+
+# --- zygotes ---------------------------------------------------------------------------------------
+
+
+def _to_zygote(fileloc: str, key: list[Any], line: bytes, settings: Any, close_in_child: list[int]) -> bool:
+    """Pass the workload to its file's zygote (starting one if needed); False: run it here."""
+    from scheduler.task_runner import file_signature
+
+    signature = file_signature(fileloc)
+    if signature is None or _unusable.get(fileloc) == signature:
+        return False
+    zygote = _zygotes.get(fileloc)
+    if zygote is not None and (zygote.signature != signature or zygote.state == "unusable"):
+        _retire(zygote)
+        zygote = None
+    if zygote is None:
+        if len(_zygotes) >= ZYGOTE_LIMIT:
+            _retire(min(_zygotes.values(), key=lambda z: z.last_used))
+        zygote = _spawn_zygote(fileloc, signature, settings, close_in_child)
+    zygote.last_used = time.monotonic()
+    zygote.keys.append(key)
+    if zygote.state == "starting":
+        zygote.pending.append(line)
+    else:
+        _send(zygote, line)
+    return True
+
+
+def _spawn_zygote(fileloc: str, signature: tuple[int, int, int], settings: Any, close_in_child: list[int]) -> _Zygote:
+    global _zygote_of
+    stdin_r, stdin_w = os.pipe()
+    status_r, status_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for fd in [stdin_w, status_r, *close_in_child, *_spares.values(),
+                       *(z.stdin_w for z in (*_zygotes.values(), *_retired.values())),
+                       *(z.status_r for z in (*_zygotes.values(), *_retired.values()) if z.status_r is not None)]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            os.dup2(stdin_r, 0)
+            os.close(stdin_r)
+            _children.clear()
+            _spares.clear()
+            _dismissed.clear()
+            _zygotes.clear()
+            _retired.clear()
+            _zygote_of = fileloc
+            signal.set_wakeup_fd(-1)
+            from scheduler.task_runner import preload
+
+            why_not = preload(fileloc, settings)
+            try:
+                os.write(status_w, b"ready\n" if why_not is None else f"unusable {why_not}\n".encode())
+            except BrokenPipeError:
+                os._exit(0)  # the server is gone (its scheduler was killed): nothing to serve
+            os.close(status_w)
+            if why_not is None:
+                gc.collect()
+                gc.freeze()
+                code = _serve(settings, float(settings.get("core", "killed_task_cleanup_time")))
+            else:
+                code = 0
+        except BaseException:  # noqa: BLE001
+            try:
+                sys.stderr.write(f"zygote for {fileloc} failed:\n{traceback.format_exc()}")
+                sys.stderr.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        finally:
+            os._exit(code)
+    os.close(stdin_r)
+    os.close(status_w)
+    zygote = _Zygote(pid, fileloc, signature, stdin_w, status_r)
+    _zygotes[fileloc] = zygote
+    assert _selector is not None
+    _selector.register(status_r, selectors.EVENT_READ, zygote)
+    return zygote
+
+
+def _zygote_status(zygote: _Zygote, settings: Any,
+                   close_in_child: list[int]) -> None:
+    """The zygote said whether its import can serve tries (or died before saying)."""
+    from scheduler.parse_worker import precompile
+    from scheduler.workloads import from_json
+
+    assert zygote.status_r is not None
+    try:
+        data = os.read(zygote.status_r, 4096)
+    except OSError:
+        data = b""
+    assert _selector is not None
+    _selector.unregister(zygote.status_r)
+    os.close(zygote.status_r)
+    zygote.status_r = None
+    pending, zygote.pending = zygote.pending, []
+    if data.startswith(b"ready"):
+        zygote.state = "ready"
+        for line in pending:
+            _send(zygote, line)
+        return
+    zygote.state = "unusable"
+    zygote.keys = []  # its pending workloads start here, below: their events come from this server
+    reason = data.decode("utf-8", "replace").strip().removeprefix("unusable ") or "the zygote died"
+    sys.stderr.write(f"fork server: no zygote for {zygote.fileloc} ({reason}); its tries import it themselves\n")
+    sys.stderr.flush()
+    _unusable[zygote.fileloc] = zygote.signature
+    _retire(zygote)
+    for line in pending:
+        message = json.loads(line)
+        workload = from_json(json.dumps(message.get("workload")))
+        _start(workload, line_for_spare(message), settings, close_in_child, precompile)
+
+
+def _send(zygote: _Zygote, line: bytes) -> None:
+    try:
+        data = memoryview(line + b"\n")
+        while data:
+            data = data[os.write(zygote.stdin_w, data):]
+    except OSError as exc:  # the zygote died: the scheduler learns of the lost try from its heartbeat check
+        sys.stderr.write(f"fork server: the zygote for {zygote.fileloc} is gone ({exc})\n")
+        sys.stderr.flush()
+        _retire(zygote)
+
+
+def _retire(zygote: _Zygote) -> None:
+    """Close the zygote's stdin: it finishes its tries and exits (reaped later)."""
+    if _zygotes.get(zygote.fileloc) is zygote:
+        del _zygotes[zygote.fileloc]
+    if zygote.status_r is not None:
+        try:
+            _selector.unregister(zygote.status_r)  # type: ignore[union-attr]
+        except (AttributeError, KeyError, ValueError):
+            pass
+        os.close(zygote.status_r)
+        zygote.status_r = None
+    try:
+        os.close(zygote.stdin_w)
+    except OSError:
+        pass
+    _retired[zygote.pid] = zygote
+
+
+def _retire_stale() -> None:
+    now = time.monotonic()
+    for zygote in list(_zygotes.values()):
+        if zygote.state == "ready" and (now - zygote.last_used > ZYGOTE_IDLE_S or now - zygote.born > ZYGOTE_MAX_AGE_S):
+            _retire(zygote)
 
 
 def line_for_spare(message: dict[str, Any]) -> bytes:

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 class LocalExecutor(BaseExecutor):
     """See the module docstring. ``parallelism`` = ``core.parallelism`` task tries at once."""
 
+    #: Runners announce a recorded state on the event channel (see DatabaseWatcher).
+    announces_records = True
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.parallelism = int(settings.get("core", "parallelism"))
@@ -176,6 +179,14 @@ class LocalExecutor(BaseExecutor):
                         ExecutorEvent(key=key, kind=str(message.get("kind")), returncode=int(message["returncode"]),
                                       pid=message.get("pid"))
                     )
+                elif event == "lost":
+                    # A zygote died: those of its tries the executor still holds are reported lost.
+                    for item in message.get("keys") or []:
+                        lost_key = tuple(item)
+                        if self._running.pop(lost_key, None) is not None:
+                            self._pids.pop(lost_key, None)
+                            self._events.append(ExecutorEvent(key=lost_key, kind="lost",
+                                                              returncode=int(message.get("returncode") or 1)))
                 elif event == "rejected":
                     logger.error("LocalExecutor: the fork server rejected a workload: %s", message.get("error"))
                     continue

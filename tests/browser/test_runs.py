@@ -80,17 +80,23 @@ def test_the_task_instance_page_shows_the_log(op_page: Any, finished_run: tuple[
     expect(page.locator("dl.ur-values")).to_contain_text("echo 'tutorial says hi from the browser tests'")
 
 
-def test_the_task_cells_of_a_new_run_appear_in_the_grid_without_a_reload(op_page: Any, server: Server) -> None:
+def test_a_run_created_after_the_grid_was_served_appears_as_a_new_column(op_page: Any, server: Server) -> None:
     page = op_page
-    run_id = "browser_new_cells"
-    server.cli("dags", "trigger", "tutorial", "--run-id", run_id)
+    run_id = "browser_new_column"
     page.goto("/dags/tutorial")
-    run_cell = page.locator(f'a.ur-run[data-run="{run_id}"]')
-    expect(run_cell).to_have_class(re.compile(r"\bst-queued\b"))
+    expect(page.locator("table.ur-grid th", has_text="Task")).to_be_visible()  # drawn by grid.js
     page.evaluate("window.__not_reloaded = true")
+    server.cli("dags", "trigger", "tutorial", "--run-id", run_id)
+    run_cell = page.locator(f'a.ur-run[data-run="{run_id}"]')
+    # The grid polls every 10 s while nothing moves, every 3 s while something does.
+    expect(run_cell).to_have_class(re.compile(r"\bst-queued\b"), timeout=15_000)
+    assert page.locator("a.ur-run").last.get_attribute("data-run") == run_id  # the newest run is the last column
     with running_scheduler(server, "scheduler-new-cells"):
         expect(run_cell).to_have_class(re.compile(r"\bst-success\b"), timeout=RUN_DEADLINE_MS)
-    assert page.evaluate("window.__not_reloaded") is True
     for task_id in ("print_date", "pause", "greet"):
-        expect(page.locator(f'a.ur-cell[data-run="{run_id}"][data-task="{task_id}"]')).to_have_class(
-            re.compile(r"\bst-success\b"), timeout=4_000)  # more than one poll (3 s) after the run's last
+        cell = page.locator(f'a.ur-cell[data-run="{run_id}"][data-task="{task_id}"]')
+        expect(cell).to_have_class(re.compile(r"\bst-success\b"), timeout=4_000)  # more than one poll (3 s)
+        expect(cell).to_have_attribute("title", re.compile(rf"^{task_id} · {run_id} · success · try 1 · "))
+    assert page.evaluate("window.__not_reloaded") is True
+    page.locator(f'a.ur-cell[data-run="{run_id}"][data-task="greet"]').click()
+    expect(page).to_have_url(re.compile(rf"/dags/tutorial/runs/{run_id}/tasks/greet$"))

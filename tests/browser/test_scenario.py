@@ -78,11 +78,10 @@ def test_an_op_unpauses_triggers_watches_inspects_and_clears_a_dag(page: Any, se
     mark_not_reloaded(page)
     with running_scheduler(server, "scheduler-scenario"):
         expect(run_cell).to_have_class(re.compile(r"\bst-success\b"), timeout=RUN_DEADLINE_MS)
-    assert_not_reloaded(page)
-    page.reload()  # the task cells of a run that had none when the page was served appear on a reload
     for task_id in ("say", "done"):
         expect(page.locator(f'a.ur-cell[data-run="{RUN_ID}"][data-task="{task_id}"]')).to_have_class(
-            re.compile(r"\bst-success\b"))
+            re.compile(r"\bst-success\b"), timeout=4_000)  # the cells of a run that had none when the page was served
+    assert_not_reloaded(page)
     screenshot(page, "grid")
 
     # --- the run page and the graph of the run -----------------------------------------------------

@@ -118,8 +118,11 @@ class Env:
         return TaskWorkload(ti_id=ti_id, dag_id=dag_id, run_id=RUN_ID, task_id=task_id, map_index=-1,
                             try_number=try_number, fileloc=str(fileloc))
 
-    def start(self, workload: TaskWorkload | CallbackWorkload) -> Runner:
-        """run_workload in a forked child, as the executor's fork server does; the test process runs no task code."""
+    def start(self, workload: TaskWorkload | CallbackWorkload, *, direct: bool = False) -> Runner:
+        """run_workload in a forked child, as the executor's fork server does; the test process runs no task code.
+
+        ``direct``: the try's code runs in that child itself, as under the fork server.
+        """
         from scheduler.task_runner import run_workload
 
         stderr = self.tmp / f"runner-{time.monotonic_ns()}.err"
@@ -130,13 +133,13 @@ class Env:
                 fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 2)
                 sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - not pytest's capture
-                code = run_workload(workload, self.settings)
+                code = run_workload(workload, self.settings, direct=direct)
             finally:
                 os._exit(code)
         return Runner(pid, stderr)
 
-    def run(self, workload: TaskWorkload | CallbackWorkload) -> tuple[int, str]:
-        runner = self.start(workload)
+    def run(self, workload: TaskWorkload | CallbackWorkload, *, direct: bool = False) -> tuple[int, str]:
+        runner = self.start(workload, direct=direct)
         return runner.wait(), runner.stderr()
 
 

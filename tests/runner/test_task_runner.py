@@ -11,24 +11,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 
 from scheduler.db.engine import session_scope
 from scheduler.db.models import Log, TaskInstance, TaskInstanceHistory, TaskReschedule, XCom
 from scheduler.task_runner import log_path
 from scheduler.workloads import CallbackWorkload
 
-from .harness import LOGICAL_DATE, RUN_ID, Env, make_settings, process_gone, wait_for
+from .harness import LOGICAL_DATE, RUN_ID, Env, process_gone, wait_for
 
 LINE = re.compile(r"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000\] \{runner\} INFO - Starting attempt 1 of 1", re.M)
-
-
-@pytest.fixture
-def env(tmp_path: Path, db_url: str, db_engine: Engine) -> Env:
-    for name in ("dags", "logs", "markers"):
-        (tmp_path / name).mkdir()
-    return Env(tmp_path, db_url, db_engine, make_settings(tmp_path, db_url), tmp_path / "dags",
-               tmp_path / "logs", tmp_path / "markers")
 
 
 def xcoms(env: Env, dag_id: str) -> dict[tuple[str, str], object]:
@@ -284,7 +276,7 @@ def test_execution_timeout_kills_the_task_and_its_bash_grandchild(env: Env) -> N
     path = env.write_dag("slow", """
         with DAG("slow", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
             BashOperator(task_id="t", bash_command="sleep 60 & echo CHILD=$!; wait",
-                         execution_timeout=timedelta(seconds=1), on_failure_callback=on_failure)
+                         execution_timeout=timedelta(seconds=3), on_failure_callback=on_failure)
     """)
     ids = env.queue("slow", path, {"t": "queued"})
     exit_code, stderr = env.run(env.workload(ids["t"], "slow", "t", path))
@@ -293,7 +285,7 @@ def test_execution_timeout_kills_the_task_and_its_bash_grandchild(env: Env) -> N
     text = env.log_of("slow", "t")
     child = int(re.search(r"CHILD=(\d+)", text).group(1))  # type: ignore[union-attr]
     wait_for(lambda: process_gone(child), f"the bash grandchild {child} to be gone", deadline_s=10)
-    message = "Timeout: the task ran longer than its execution_timeout (0:00:01)"
+    message = "Timeout: the task ran longer than its execution_timeout (0:00:03)"
     assert message in text
     [log] = failure_logs(env, "slow")
     assert log.extra == message

@@ -898,7 +898,8 @@ def test_a_try_queued_by_an_earlier_scheduler_is_queued_again(env: Env) -> None:
 def test_a_runner_killed_mid_try_is_failed_from_its_exit_event(env: Env) -> None:
     env.dag("""
         import signal
-        PythonOperator(task_id='t', python_callable=lambda: os.kill(os.getppid(), signal.SIGKILL), retries=1,
+        # The try's code runs in the runner's own process (the executors' direct mode): it kills its runner.
+        PythonOperator(task_id='t', python_callable=lambda: os.kill(os.getpid(), signal.SIGKILL), retries=1,
                        retry_delay=timedelta(hours=1), on_retry_callback=cb('retry'))
     """, prelude=CALLBACKS)
     env.trigger()

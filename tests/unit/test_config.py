@@ -225,6 +225,7 @@ BAD_VALUES = [
     ),
     ("core", "parallelism", "-1", "expected an integer >= 1"),
     ("core", "killed_task_cleanup_time", "0", "expected a number >= 0.1"),
+    ("core", "max_map_length", "0", "expected an integer >= 1"),
     ("dag_processor", "refresh_interval", "0", "expected an integer >= 1"),
     ("scheduler", "task_instance_heartbeat_sec", "often", "expected a number >= 0.1"),
     ("scheduler", "scheduler_heartbeat_sec", "0", "expected a number >= 0.1"),
@@ -246,6 +247,10 @@ BAD_VALUES = [
     ("webserver", "web_server_host", "", "expected a non-empty string"),
     ("webserver", "workers", "0", "expected an integer >= 1"),
     ("celery", "broker_url", "", "expected a non-empty string"),
+    ("scheduler", "scheduler_health_check_threshold", "0", "expected a number >= 1.0"),
+    ("celery", "worker_concurrency", "0", "expected an integer >= 1"),
+    ("celery", "visibility_timeout", "soon", "expected an integer >= 1"),
+    ("celery", "operation_timeout", "0", "expected a number >= 0.1"),
 ]
 
 

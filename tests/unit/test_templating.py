@@ -71,7 +71,7 @@ def test_context_has_airflows_keys() -> None:
     op = bash("true")
     context = make_context(op)
     assert set(context) == {
-        "dag", "task", "ti", "task_instance", "run_id", "dag_run", "conf", "params", "macros", "var",
+        "dag", "task", "ti", "task_instance", "run_id", "dag_run", "conf", "params", "macros", "var", "conn",
         "logical_date", "execution_date", "data_interval_start", "data_interval_end",
         "ds", "ds_nodash", "ts", "ts_nodash", "ts_nodash_with_tz", "task_instance_key_str",
         "inlets", "outlets", "templates_dict", "expanded_ti_count", "map_index_template", "test_mode",

@@ -1,7 +1,8 @@
 """The official ``apache-airflow-client`` (2.10.0) against a live ``updraft webserver`` (gunicorn, one worker).
 
 Covers, through the client: list and get DAGs and their tasks, pause and unpause (PATCH with
-``update_mask=is_paused``), trigger a run with conf, read runs and their task instances, read a log.
+``update_mask=is_paused``), trigger a run with conf, read runs and their task instances, read a log,
+and the bulk endpoints (``patch_dags``, ``get_dag_runs_batch``).
 """
 
 from __future__ import annotations
@@ -95,6 +96,17 @@ def test_official_client_against_a_live_webserver(server_url: str) -> None:
         # build_world wrote the log of extract's first try where the task runner puts it.
         log = tis.get_log("etl", "run1", "extract", 1, full_content=True)
         assert log.content == "line one\n<b>line two</b>\n"
+
+        # The bulk endpoints: unpause every DAG by pattern, then list runs of several DAGs in one request.
+        from airflow_client.client.model.list_dag_runs_form import ListDagRunsForm
+
+        unpaused = dags.patch_dags("~", DAG(is_paused=False), update_mask=["is_paused"])
+        assert [(d.dag_id, d.is_paused) for d in unpaused.dags] == [("etl", False), ("manual", False)]
+        assert unpaused.total_entries == 2
+        batch = runs.get_dag_runs_batch(ListDagRunsForm(dag_ids=["etl", "manual"], states=["queued"],
+                                                        order_by="dag_run_id", page_limit=10))
+        assert [(r.dag_id, r.dag_run_id) for r in batch.dag_runs] == [("etl", "from-client")]
+        assert batch.total_entries == 1
 
         with pytest.raises(client_lib.ApiException) as missing:
             dags.get_dag("nope")

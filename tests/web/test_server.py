@@ -134,3 +134,22 @@ def test_webserver_on_a_taken_port_exits_2_with_a_clear_message(tmp_path: Path) 
         )
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_webserver_with_a_bad_setting_exits_2_naming_it_whether_or_not_the_app_is_preloaded(
+    tmp_path: Path, workers: str,
+) -> None:
+    # One worker builds the app itself (no preload): the error happens in the worker, and must still stop
+    # the server with the message, instead of gunicorn booting the worker again and again.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**cli_env(home), "UPDRAFT__CORE__FERNET_KEY": "not-a-key"}
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli", "webserver", "--port", str(free_port()), "--workers", workers],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "updraft: error: [core] fernet_key: the key is not a valid Fernet key" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("Booting worker") <= 1

@@ -169,7 +169,8 @@ class _MarkupCheck(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         names = {name for name, _ in attrs}
-        if tag == "script" and "src" not in names:
+        # A JSON data block is never executed (the grid's document); any other script must come from src.
+        if tag == "script" and "src" not in names and dict(attrs).get("type") != "application/json":
             self.problems.append("inline <script>")
         if tag in ("style", "img", "iframe", "object"):
             self.problems.append(f"<{tag}>")
@@ -204,25 +205,81 @@ def run_row(app: Flask, run_id: str) -> Any:
 # --- the DAG's tabs ----------------------------------------------------------------------------------
 
 
-def test_grid_shows_runs_by_tasks_with_state_classes_and_links(viewer: FlaskClient) -> None:
+def grid_document(html: str) -> dict[str, Any]:
+    """The grid's JSON document carried by the page (drawn by static/grid.js)."""
+    import json
+
+    found = re.search(r'<script type="application/json" id="ur-grid-data">(.*?)</script>', html, re.S)
+    assert found, "the grid page carries no grid document"
+    return json.loads(found.group(1))  # type: ignore[no-any-return]
+
+
+def cell(grid: dict[str, Any], run_id: str, task_id: str) -> Any:
+    column = [r["id"] for r in grid["runs"]].index(run_id)
+    row = [t["id"] for t in grid["tasks"]].index(task_id)
+    return grid["cells"][column][row]
+
+
+def test_grid_carries_runs_by_tasks_as_compact_data_drawn_by_its_script(viewer: FlaskClient) -> None:
     html = page(viewer, "/dags/etl")
-    assert 'href="/static/dag.css"' in html and 'src="/static/dag.js"' in html
-    assert 'data-poll="/dags/etl/grid.json?num_runs=25"' in html
-    # The run headers, oldest first, coloured by the run state.
-    assert html.index('data-run="run1"') < html.index('data-run="run2"')
-    assert re.search(r'class="ur-cell ur-run st-failed" data-run="run1"', html)
-    assert re.search(r'class="ur-cell ur-run st-running" data-run="run2"', html)
-    # One row per task in topological order; cells coloured by state, linking to the task instance.
-    order = [html.index(f"{t}\n") for t in ("extract", "transform", "load", "report")]
-    assert order[0] < min(order[1:])
-    assert re.search(r'class="ur-cell st-failed" data-run="run1" data-task="extract"\s+'
-                     r'href="/dags/etl/runs/run1/tasks/extract"', html)
-    assert 'class="ur-cell st-upstream_failed" data-run="run1" data-task="load"' in html
-    assert 'class="ur-cell st-running" data-run="run2" data-task="extract"' in html
-    assert "try 2" in html and "5.0s" in html
-    # The DAG description from the DAG file and a removed task's id are escaped.
+    assert 'href="/static/dag.css"' in html and 'src="/static/grid.js"' in html
+    assert 'data-grid-poll="/dags/etl/grid_data.json?num_runs=25"' in html and 'data-dag-url="/dags/etl"' in html
+    assert "ur-new-runs" not in html and "reload the page" not in html  # new runs appear as new columns
+    assert 'data-poll=' not in html  # grid.js refreshes the grid; dag.js's poller stays off
+    grid = grid_document(html)
+    assert grid["dag_id"] == "etl" and grid["num_runs"] == 25
+    # The runs, oldest first, with their states; one row per task in topological order.
+    assert [(r["id"], r["state"]) for r in grid["runs"]] == [("run1", "failed"), ("run2", "running")]
+    assert grid["runs"][0]["when"] == "2024-06-01 06:00:00 UTC"
+    ids = [t["id"] for t in grid["tasks"]]
+    assert ids[0] == "extract" and set(ids[1:4]) == {"transform", "load", "report"}
+    # A task instance whose task left the DAG keeps its row, marked gone.
+    assert grid["tasks"][-1] == {"id": EVIL_TASK, "group": None, "gone": True}
+    # Cells: [state code, try number, duration in seconds]; codes index the document's state list.
+    states = grid["states"]
+    failed = cell(grid, "run1", "extract")
+    assert states[failed[0]] == "failed" and failed[1:] == [2, 5.0]
+    assert states[cell(grid, "run1", "load")[0]] == "upstream_failed"
+    assert states[cell(grid, "run2", "extract")[0]] == "running"
+    assert cell(grid, "run2", EVIL_TASK) is None  # no task instance: drawn as an empty cell
+    assert grid["active"] is True
+    # The DAG description from the DAG file is escaped; ids in the document cannot close its script element.
     assert "&lt;script&gt;alert(&#39;desc&#39;)&lt;/script&gt; nightly" in html
-    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
+    assert EVIL_TASK not in html and "\\u003cimg src=x onerror=" in html
+
+
+def test_grid_data_json_is_the_same_document_and_refuses_bad_input(viewer: FlaskClient) -> None:
+    body = viewer.get("/dags/etl/grid_data.json?num_runs=1").get_json()
+    assert [r["id"] for r in body["runs"]] == ["run2"] and body["num_runs"] == 1
+    full = viewer.get("/dags/etl/grid_data.json").get_json()
+    assert full == grid_document(page(viewer, "/dags/etl"))
+    response = viewer.get("/dags/nope/grid_data.json")
+    assert response.status_code == 404 and response.get_json() == {"error": "DAG 'nope' does not exist"}
+    response = viewer.get("/dags/etl/grid_data.json?num_runs=many")
+    assert response.status_code == 400 and "num_runs must be a whole number, not 'many'" in response.get_json()["error"]
+    assert viewer.get("/dags/etl/grid_data.json?num_runs=100000").get_json()["num_runs"] == 200
+    html = page(viewer, "/dags/etl?num_runs=x", 400)
+    assert "num_runs must be a whole number" in html
+
+
+def test_grid_summarises_a_mapped_task_into_one_cell(viewer: FlaskClient, app: Flask) -> None:
+    from scheduler.db.engine import session_scope
+    from scheduler.db.models import TaskInstance
+
+    with session_scope(engine_of(app)) as session:
+        for index, (state, seconds) in enumerate([("success", 1.0), ("failed", 4.25), ("running", None)]):
+            session.add(TaskInstance(dag_id="etl", run_id="run1", task_id="fan", map_index=index, state=state,
+                                     try_number=1, max_tries=0, duration=seconds, operator="EmptyOperator"))
+        # The unmapped instance of a task that became mapped counts with its mapped ones (it comes first).
+        session.add(TaskInstance(dag_id="etl", run_id="run2", task_id="fan", map_index=-1, state="up_for_retry",
+                                 try_number=2, max_tries=3, duration=9.5, operator="EmptyOperator"))
+        session.add(TaskInstance(dag_id="etl", run_id="run2", task_id="fan", map_index=0, state="success",
+                                 try_number=1, max_tries=0, duration=1.0, operator="EmptyOperator"))
+    grid = viewer.get("/dags/etl/grid_data.json").get_json()
+    fan = cell(grid, "run1", "fan")
+    assert grid["states"][fan[0]] == "failed" and fan[1:] == [1, 4.25, 3]
+    both = cell(grid, "run2", "fan")
+    assert grid["states"][both[0]] == "up_for_retry" and both[1:] == [2, 9.5, 2]
 
 
 def test_grid_json_refreshes_states_and_says_when_runs_are_active(viewer: FlaskClient, app: Flask) -> None:

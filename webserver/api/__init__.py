@@ -7,8 +7,10 @@ from flask import Blueprint
 api = Blueprint("api_v1", __name__, url_prefix="/api/v1")
 
 from webserver.api import (  # noqa: E402,F401
+    connections,
     dag_runs,
     dags,
+    event_logs,
     import_errors,
     monitor,  # noqa: E402,F401  (registers the routes on ``api``)
     openapi,

@@ -12,6 +12,7 @@ from scheduler.db.models import DagRun
 from webserver.api import api
 from webserver.api.dags import dag_not_found, get_dag_or_404, serialized_or_404
 from webserver.api.shapes import (
+    DEFAULT_PAGE_LIMIT,
     PAGINATION,
     ApiProblem,
     Field,
@@ -99,6 +100,50 @@ def list_dag_runs(dag_id: str) -> Response:
     return json_response({"dag_runs": runs, "total_entries": total})
 
 
+#: The most DAG ids one batch request may name (each is a bound parameter of one query).
+MAX_BATCH_DAG_IDS = 1000
+_BATCH_FIELDS = {
+    "order_by": Field("string"),
+    "page_offset": Field("integer", minimum=0),
+    "page_limit": Field("integer", minimum=1),
+    "dag_ids": Field("array", items="string"),
+    "states": Field("array", items="string"),
+    **{name: Field("string", date_time=True) for name in (
+        "execution_date_gte", "execution_date_lte", "start_date_gte", "start_date_lte", "end_date_gte",
+        "end_date_lte")},
+}
+
+
+@api.post("/dags/~/dagRuns/list")
+@requires("read")
+def list_dag_runs_batch() -> Response:
+    """Airflow's batch list: the filters of ``GET /dags/~/dagRuns`` in a JSON body (``dag_ids`` and ``states``
+    are OR-ed lists; unknown DAG ids simply match nothing); ``page_limit`` is lowered to the API's maximum."""
+    query({})
+    body = check_body(json_body(), _BATCH_FIELDS)
+    states = body.get("states") or []
+    bad = [s for s in states if s not in RUN_STATES]
+    if bad:
+        raise bad_request(f"{bad[0]!r} is not one of {list(RUN_STATES)!r} - 'states'")
+    limit, offset = page({"limit": body.get("page_limit", DEFAULT_PAGE_LIMIT), "offset": body.get("page_offset", 0)})
+    dag_ids = list(dict.fromkeys(body.get("dag_ids") or []))  # an empty list filters nothing, as in Airflow
+    if len(dag_ids) > MAX_BATCH_DAG_IDS:
+        raise bad_request(f"at most {MAX_BATCH_DAG_IDS} different dag_ids per request, got {len(dag_ids)} - 'dag_ids'")
+    statement = select(DagRun)
+    if dag_ids:
+        statement = statement.where(DagRun.dag_id.in_(dag_ids))
+    if states:
+        statement = statement.where(DagRun.state.in_(states))
+    for name, (column, lower) in _RUN_DATE_FILTERS.items():
+        if name in body:
+            statement = statement.where(column >= body[name] if lower else column <= body[name])
+    ordering = order_by({"order_by": body["order_by"]} if "order_by" in body else {}, RUN_ORDER_COLUMNS, "id")
+    with read_session() as session:
+        total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+        runs = [dag_run_api_record(r) for r in session.scalars(statement.order_by(*ordering).limit(limit).offset(offset))]
+    return json_response({"dag_runs": runs, "total_entries": total})
+
+
 @api.get("/dags/<dag_id>/dagRuns/<dag_run_id>")
 @requires("read")
 def get_dag_run(dag_id: str, dag_run_id: str) -> Response:
@@ -151,6 +196,10 @@ def trigger_dag_run(dag_id: str) -> Response:
         run_id = f"manual__{logical_date.isoformat()}"
     if not run_id.strip():
         raise bad_request("'dag_run_id' must not be empty")
+    from scheduler.identifiers import run_id_problem
+
+    if (reason := run_id_problem(run_id)) is not None:
+        raise bad_request(f"{reason} - 'dag_run_id'")
     conf = body.get("conf") or {}
     with write_session() as session:
         data = serialized_or_404(session, dag_id, active=True)

@@ -120,6 +120,43 @@ def patch_dag(dag_id: str) -> Response:
     return json_response(record)
 
 
+@api.patch("/dags")
+@requires("edit")
+def patch_dags() -> Response:
+    """Pause or unpause every DAG matching ``dag_id_pattern`` (``~``: all), ``tags`` and ``only_active``, one page
+    of them (ordered by dag_id, ``limit``/``offset``); answers with those DAGs and ``total_entries`` = their count,
+    as Airflow does. The pattern is a case-insensitive substring, like the list's filter."""
+    params = query({"limit": "int", "offset": "int", "tags": "list", "update_mask": "list", "only_active": "bool",
+                    "dag_id_pattern": "str"})
+    if "dag_id_pattern" not in params:
+        raise bad_request("Missing query parameter 'dag_id_pattern' (use ~ for every DAG)")
+    limit, offset = page(params)
+    mask = params.get("update_mask")
+    if mask is not None and [m.strip() for m in mask] != ["is_paused"]:
+        raise bad_request("Only `is_paused` field can be updated through the REST API")
+    body = check_body(json_body(), {"is_paused": Field("boolean")}, required=("is_paused",),
+                      ignored=_DAG_READ_ONLY)
+    statement = select(Dag).order_by(Dag.dag_id)
+    if params.get("only_active", True):
+        statement = statement.where(Dag.is_active.is_(True))
+    pattern = params["dag_id_pattern"]
+    if pattern and pattern != "~":
+        statement = statement.where(func.lower(Dag.dag_id).contains(pattern.lower(), autoescape=True))
+    with write_session() as session:
+        if params.get("tags"):
+            wanted = set(params["tags"])
+            dags = [d for d in session.scalars(statement) if wanted & set(d.tags or [])][offset : offset + limit]
+        else:
+            dags = list(session.scalars(statement.limit(limit).offset(offset)))
+        for dag in dags:
+            if dag.is_paused != body["is_paused"]:
+                dag.is_paused = body["is_paused"]
+                audit(session, "dag.pause" if body["is_paused"] else "dag.unpause", dag_id=dag.dag_id)
+        session.flush()
+        records = [dag_api_record(d) for d in dags]
+    return json_response({"dags": records, "total_entries": len(records)})
+
+
 @api.get("/dags/<dag_id>/details")
 @requires("read")
 def get_dag_details(dag_id: str) -> Response:

@@ -37,7 +37,8 @@ def list_import_errors() -> Response:
 def get_import_error(import_error_id: int) -> Response:
     query({})
     with read_session() as session:
-        error = session.get(ParseImportError, import_error_id)
+        # an id beyond the column's range names no row (and the database could not compare with it)
+        error = session.get(ParseImportError, import_error_id) if import_error_id < 2**31 else None
         if error is None:
             raise not_found("Import error not found", f"The ImportError with import_error_id: `{import_error_id}` "
                             "was not found")

@@ -29,6 +29,7 @@ S = {"type": "string"}
 NS = {"type": "string", "nullable": True}
 I = {"type": "integer"}  # noqa: E741
 B = {"type": "boolean"}
+NB = {"type": "boolean", "nullable": True}
 DT = {"type": "string", "format": "date-time", "nullable": True}
 OBJ = {"type": "object"}
 TIME_DELTA = _obj({"__type": S, "days": I, "seconds": I, "microseconds": I})
@@ -40,7 +41,7 @@ SCHEMAS: dict[str, Any] = {
     "Tag": _obj({"name": S}),
     "DAG": _obj({
         "dag_id": S, "dag_display_name": S, "root_dag_id": NS, "is_paused": B, "is_active": B, "is_subdag": B,
-        "last_parsed_time": DT, "last_pickled": DT, "last_expired": DT, "scheduler_lock": B, "pickle_id": NS,
+        "last_parsed_time": DT, "last_pickled": DT, "last_expired": DT, "scheduler_lock": NB, "pickle_id": NS,
         "default_view": S, "fileloc": S, "owners": {"type": "array", "items": S}, "description": NS,
         "schedule_interval": _ref("ScheduleInterval"), "timetable_description": NS,
         "tags": {"type": "array", "items": _ref("Tag")}, "has_import_errors": B,
@@ -49,8 +50,9 @@ SCHEMAS: dict[str, Any] = {
         "max_active_tasks": {"type": "integer", "nullable": True}, "timezone": S,
     }),
     "DAGDetail": {"allOf": [_ref("DAG"), _obj({
-        "catchup": B, "concurrency": {"type": "number", "nullable": True}, "dag_run_timeout": TIME_DELTA,
-        "doc_md": NS, "start_date": DT, "end_date": DT, "is_paused_upon_creation": B, "last_parsed": DT,
+        "catchup": B, "concurrency": {"type": "number", "nullable": True},
+        "dag_run_timeout": {**TIME_DELTA, "nullable": True},
+        "doc_md": NS, "start_date": DT, "end_date": DT, "is_paused_upon_creation": NB, "last_parsed": DT,
         "params": OBJ, "render_template_as_native_obj": B, "orientation": S, "has_task_concurrency_limits": B,
     })]},
     "DAGCollection": _obj({"dags": {"type": "array", "items": _ref("DAG")}, "total_entries": I}),
@@ -75,6 +77,14 @@ SCHEMAS: dict[str, Any] = {
     "DAGRunCollection": _obj({"dag_runs": {"type": "array", "items": _ref("DAGRun")}, "total_entries": I}),
     "DAGRunTrigger": _obj({"dag_run_id": NS, "logical_date": DT, "execution_date": DT, "data_interval_start": DT,
                            "data_interval_end": DT, "conf": OBJ, "note": NS}),
+    "ListDagRunsForm": _obj({
+        "order_by": S, "page_offset": {"type": "integer", "minimum": 0},
+        "page_limit": {"type": "integer", "minimum": 1, "default": 100},
+        "dag_ids": {"type": "array", "items": S, "maxItems": 1000},
+        "states": {"type": "array", "items": {"type": "string", "enum": ["queued", "running", "success", "failed"]}},
+        **{f"{field}_{bound}": {"type": "string", "format": "date-time"}
+           for field in ("execution_date", "start_date", "end_date") for bound in ("gte", "lte")},
+    }),
     "DAGRunState": _obj({"state": {"type": "string", "enum": ["success", "failed", "queued"]}}, ("state",)),
     "ClearDagRun": _obj({"dry_run": {"type": "boolean", "default": True}}),
     "TaskInstance": _obj({
@@ -110,6 +120,19 @@ SCHEMAS: dict[str, Any] = {
                   "scheduled_slots": I, "deferred_slots": I, "open_slots": I, "description": NS,
                   "include_deferred": B}),
     "PoolCollection": _obj({"pools": {"type": "array", "items": _ref("Pool")}, "total_entries": I}),
+    "ConnectionCollectionItem": _obj({"connection_id": S, "conn_type": S, "description": NS, "host": NS,
+                                      "login": NS, "schema": NS, "port": {"type": "integer", "nullable": True}}),
+    "Connection": _obj({"connection_id": S, "conn_type": S, "description": NS, "host": NS, "login": NS,
+                        "schema": NS, "port": {"type": "integer", "nullable": True, "minimum": 0, "maximum": 65535},
+                        "password": {"type": "string", "nullable": True, "writeOnly": True}, "extra": NS},
+                       ("connection_id", "conn_type")),
+    "ConnectionCollection": _obj({"connections": {"type": "array", "items": _ref("ConnectionCollectionItem")},
+                                  "total_entries": I}),
+    "EventLog": _obj({"event_log_id": I, "when": S, "dag_id": NS, "task_id": NS, "run_id": NS,
+                      "map_index": {"type": "integer", "nullable": True},
+                      "try_number": {"type": "integer", "nullable": True}, "event": S, "execution_date": DT,
+                      "owner": NS, "extra": NS}),
+    "EventLogCollection": _obj({"event_logs": {"type": "array", "items": _ref("EventLog")}, "total_entries": I}),
     "HealthInfo": _obj({"metadatabase": OBJ, "scheduler": OBJ}),
     "VersionInfo": _obj({"version": S, "git_version": NS}),
 }
@@ -141,6 +164,13 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str, list[Any], str | None, str, st
     ("/dags", "get"): ("get_dags", "List DAGs", PAGE + [
         _param("tags", "query", S, many=True), _param("only_active", "query", {"type": "boolean", "default": True}),
         _param("paused", "query", B), _param("dag_id_pattern", "query", S)], None, "200", "DAGCollection", "read"),
+    ("/dags", "patch"): ("patch_dags", "Pause or unpause the DAGs matching dag_id_pattern (~ for all), one page",
+                         [_param("limit", "query", {"type": "integer", "minimum": 1, "default": 100}),
+                          _param("offset", "query", {"type": "integer", "minimum": 0, "default": 0}),
+                          _param("tags", "query", S, many=True)] + UPDATE_MASK + [
+                          _param("only_active", "query", {"type": "boolean", "default": True}),
+                          _param("dag_id_pattern", "query", S, required=True)],
+                         "DAGPatch", "200", "DAGCollection", "edit"),
     ("/dags/{dag_id}", "get"): ("get_dag", "Get a DAG", [_param("fields", "query", S, many=True)], None, "200",
                                 "DAG", "read"),
     ("/dags/{dag_id}", "patch"): ("patch_dag", "Pause or unpause a DAG", UPDATE_MASK, "DAGPatch", "200", "DAG",
@@ -154,6 +184,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str, list[Any], str | None, str, st
         _param("state", "query", S, many=True)] + RUN_DATES, None, "200", "DAGRunCollection", "read"),
     ("/dags/{dag_id}/dagRuns", "post"): ("post_dag_run", "Trigger a DAG run", [], "DAGRunTrigger", "200", "DAGRun",
                                          "edit"),
+    ("/dags/~/dagRuns/list", "post"): ("get_dag_runs_batch", "List DAG runs of several DAGs, filters in the body",
+                                       [], "ListDagRunsForm", "200", "DAGRunCollection", "read"),
     ("/dags/{dag_id}/dagRuns/{dag_run_id}", "get"): ("get_dag_run", "Get a DAG run",
                                                      [_param("fields", "query", S, many=True)], None, "200",
                                                      "DAGRun", "read"),
@@ -198,9 +230,28 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str, list[Any], str | None, str, st
     ("/pools/{pool_name}", "patch"): ("patch_pool", "Update a pool", UPDATE_MASK, "Pool", "200", "Pool", "edit"),
     ("/pools/{pool_name}", "delete"): ("delete_pool", "Delete a pool (not default_pool)", [], None, "204", None,
                                        "edit"),
+    ("/connections", "get"): ("get_connections", "List connections (never their passwords)", PAGE, None, "200",
+                              "ConnectionCollection", "edit"),
+    ("/connections", "post"): ("post_connection", "Create a connection", [], "Connection", "200", "Connection",
+                               "edit"),
+    ("/connections/{connection_id}", "get"): ("get_connection", "Get a connection (never its password)", [], None,
+                                              "200", "Connection", "edit"),
+    ("/connections/{connection_id}", "patch"): ("patch_connection", "Update a connection", UPDATE_MASK,
+                                                "Connection", "200", "Connection", "edit"),
+    ("/connections/{connection_id}", "delete"): ("delete_connection", "Delete a connection", [], None, "204", None,
+                                                 "edit"),
+    ("/eventLogs", "get"): ("get_event_logs", "List audit log events", PAGE + [
+        _param(name, "query", kind) for name, kind in (
+            ("dag_id", S), ("task_id", S), ("run_id", S), ("map_index", I), ("try_number", I), ("event", S),
+            ("owner", S), ("before", {"type": "string", "format": "date-time"}),
+            ("after", {"type": "string", "format": "date-time"}))] + [
+        _param("included_events", "query", S, many=True), _param("excluded_events", "query", S, many=True)],
+        None, "200", "EventLogCollection", "read"),
+    ("/eventLogs/{event_log_id}", "get"): ("get_event_log", "Get an audit log event", [], None, "200", "EventLog",
+                                           "read"),
 }
 
-_PATH_PARAM_TYPES = {"import_error_id": I, "task_try_number": I}
+_PATH_PARAM_TYPES = {"import_error_id": I, "task_try_number": I, "event_log_id": I}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -228,7 +279,8 @@ def build_document() -> dict[str, Any]:
             responses["403"] = _error("The user's role may not do this")
             if "{" in path:
                 responses["404"] = _error("Not found")
-            if (path, method) in (("/dags/{dag_id}/dagRuns", "post"), ("/pools", "post"), ("/pools/{pool_name}", "patch")):
+            if (path, method) in (("/dags/{dag_id}/dagRuns", "post"), ("/pools", "post"), ("/pools/{pool_name}", "patch"),
+                                  ("/connections", "post")):
                 responses["409"] = _error("Already exists")
         operation: dict[str, Any] = {
             "operationId": op_id, "summary": summary, "parameters": path_params + params, "responses": responses,

@@ -22,6 +22,9 @@ from webserver.problems import problem
 MAX_PAGE_LIMIT = 100
 #: Airflow's ``[api] fallback_page_limit``: the page size without ``limit``.
 DEFAULT_PAGE_LIMIT = 100
+#: Integers a query parameter may hold (the databases' BIGINT) and a body field (INTEGER columns).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 class ApiProblem(Exception):
@@ -127,6 +130,8 @@ def check_body(
             for item in value:
                 if not _JSON_TYPES[field.items](item):
                     raise bad_request(f"{item!r} is not of type '{field.items}' - '{name}'")
+        if field.type == "integer" and not INT32_MIN <= value <= INT32_MAX:  # stored in INTEGER columns
+            raise bad_request(f"{value!r} is out of range for an integer - '{name}'")
         if field.minimum is not None and value < field.minimum:
             raise bad_request(f"{value!r} is less than the minimum of {field.minimum} - '{name}'")
         if field.date_time:
@@ -172,6 +177,8 @@ def query(kinds: QueryKinds) -> dict[str, Any]:
                 parsed[name] = int(raw)
             except ValueError:
                 raise bad_request(f"{raw!r} is not of type 'integer' - '{name}'") from None
+            if not INT64_MIN <= parsed[name] <= INT64_MAX:  # the database could not compare with it
+                raise bad_request(f"{raw!r} is out of range for an integer - '{name}'")
         elif kind == "bool":
             lowered = raw.strip().lower()
             if lowered in ("true", "1"):
@@ -221,15 +228,11 @@ def order_by(params: Mapping[str, Any], columns: Mapping[str, Any], default: str
 def audit(session: Any, event: str, *, dag_id: str | None = None, run_id: str | None = None,
           task_id: str | None = None, extra: Any = None) -> None:
     """Record a change made through the API in the ``log`` table (Airflow's event log)."""
-    from scheduler.clock import utcnow
-    from scheduler.db.models import Log
+    from scheduler.audit import record_event
     from webserver.login import current_user
 
-    user = current_user()
-    session.add(Log(
-        dttm=utcnow(), event=f"api.{event}", owner=getattr(user, "username", None), dag_id=dag_id,
-        run_id=run_id, task_id=task_id, extra=None if extra is None else json.dumps(extra, default=str),
-    ))
+    record_event(session, f"api.{event}", owner=getattr(current_user(), "username", None), dag_id=dag_id,
+                 run_id=run_id, task_id=task_id, extra=extra)
 
 
 def check_name(field: str, value: str, max_length: int) -> None:

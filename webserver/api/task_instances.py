@@ -148,7 +148,7 @@ def get_log(dag_id: str, dag_run_id: str, task_id: str, task_try_number: int) ->
             start = int(params["token"])
         except ValueError:
             raise bad_request(f"{params['token']!r} is not a continuation token - 'token'") from None
-        if start < 0:
+        if not 0 <= start < 2**62:  # a file offset (seek refuses larger ones)
             raise bad_request(f"{params['token']!r} is not a continuation token - 'token'")
     try:
         with open(path, "rb") as handle:
@@ -157,6 +157,9 @@ def get_log(dag_id: str, dag_run_id: str, task_id: str, task_try_number: int) ->
     except (FileNotFoundError, NotADirectoryError):
         raise not_found("Log not found", f"Try {task_try_number} of task '{task_id}' in DAG run '{dag_run_id}' "
                         f"of DAG '{dag_id}' has no log") from None
+    except OSError as exc:  # unreadable: permissions, a folder in the file's place, an I/O error
+        raise not_found("Log not found", f"The log of try {task_try_number} of task '{task_id}' in DAG run "
+                        f"'{dag_run_id}' of DAG '{dag_id}' cannot be read: {exc.strerror or exc}") from None
     content = raw.decode("utf-8", errors="replace")
     # The token is the byte offset read up to: pass it back to get only what was written since.
     token = str(start + len(raw))

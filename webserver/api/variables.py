@@ -5,10 +5,12 @@ As in Airflow 2, ``POST /variables`` sets the value whether or not the key exist
 
 from __future__ import annotations
 
-from flask import Response
-from sqlalchemy import delete, func, select
+from typing import Any
 
-from scheduler.api_shapes import variable_record
+from flask import Response, current_app
+from sqlalchemy import func, select
+
+from scheduler import variables as store_variables
 from scheduler.db.models import Variable
 from webserver.api import api
 from webserver.api.shapes import (
@@ -34,6 +36,11 @@ VARIABLE_ORDER_COLUMNS = {"key": Variable.key, "id": Variable.id}
 _FIELDS = {"key": Field("string"), "value": Field("string"), "description": Field("string", nullable=True)}
 #: The longest key the ``variable`` table holds.
 MAX_KEY_LENGTH = 250
+
+
+def variable_record(var: Variable) -> dict[str, Any]:
+    """The API's Variable: the value decrypted, and ``***`` when the key looks sensitive."""
+    return store_variables.record(var, current_app.config["UPDRAFT_SETTINGS"])
 
 
 def variable_not_found(key: str) -> ApiProblem:
@@ -70,14 +77,10 @@ def post_variable() -> Response:
     body = check_body(json_body(), _FIELDS, required=("key", "value"))
     check_name("key", body["key"], MAX_KEY_LENGTH)
     with write_session() as session:
-        var = session.scalar(select(Variable).where(Variable.key == body["key"]))
-        if var is None:
-            var = Variable(key=body["key"], val=body["value"], description=body.get("description"))
-            session.add(var)
-        else:
-            var.val = body["value"]
-            if "description" in body:
-                var.description = body["description"]
+        var = store_variables.set_variable(
+            session, body["key"], body["value"], body.get("description"),
+            settings=current_app.config["UPDRAFT_SETTINGS"], keep_description="description" not in body,
+        )
         audit(session, "variable.set", extra={"key": body["key"]})
         session.flush()
         record = variable_record(var)
@@ -100,7 +103,8 @@ def patch_variable(variable_key: str) -> Response:
         if var is None:
             raise variable_not_found(variable_key)
         if "value" in mask:
-            var.val = body["value"]
+            store_variables.set_variable(session, variable_key, body["value"],
+                                         settings=current_app.config["UPDRAFT_SETTINGS"], keep_description=True)
         if "description" in mask and "description" in body:
             var.description = body["description"]
         audit(session, "variable.update", extra={"key": variable_key})
@@ -114,8 +118,7 @@ def patch_variable(variable_key: str) -> Response:
 def delete_variable(variable_key: str) -> Response:
     query({})
     with write_session() as session:
-        result = session.execute(delete(Variable).where(Variable.key == variable_key))
-        if not getattr(result, "rowcount", 0):
+        if not store_variables.delete_variable(session, variable_key):
             raise variable_not_found(variable_key)
         audit(session, "variable.delete", extra={"key": variable_key})
     return no_content()

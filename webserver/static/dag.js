@@ -1,5 +1,6 @@
-// Live parts of the DAG, run and task instance pages: state refresh in place, log tailing,
-// and run pickers that apply on change. Without JavaScript every page is complete as served.
+// Live parts of the run and task instance pages: state refresh in place, log tailing, and run
+// pickers that apply on change. Without JavaScript these pages are complete as served. The grid
+// has its own script (grid.js).
 (function () {
   "use strict";
 
@@ -26,8 +27,6 @@
   var root = document.querySelector("[data-poll]");
   if (root) {
     var pollUrl = root.getAttribute("data-poll");
-    var grid = document.querySelector("[data-latest]");
-    var shownRuns = grid ? grid.getAttribute("data-latest").split("\n").filter(Boolean) : null;
     var failures = 0;
 
     var refresh = function () {
@@ -42,11 +41,6 @@
             if (task === null) { apply(el, data.runs[run]); }
             else if (data.tis[run]) { apply(el, data.tis[run][task]); }
           });
-          if (shownRuns) {
-            var fresh = data.latest.some(function (id) { return shownRuns.indexOf(id) < 0; });
-            var note = document.getElementById("ur-new-runs");
-            if (fresh && note) { note.hidden = false; }
-          }
           if (data.active) { window.setTimeout(refresh, POLL_MS); }
         })
         .catch(function () {
