@@ -38,18 +38,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 UPDRAFT = [sys.executable, "-m", "scheduler.cli"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def dag_source(dag_id: str, n: int, *, chain: bool) -> str:
-    return (
-        "from datetime import datetime\n"
-        "from scheduler import DAG, PythonOperator\n\n"
-        "def noop():\n    pass\n\n"
-        f"with DAG({dag_id!r}, schedule=None, start_date=datetime(2024, 1, 1), max_active_tasks={n},\n"
-        "         max_active_runs=1):\n"
-        f"    tasks = [PythonOperator(task_id=f't{{i:03d}}', python_callable=noop) for i in range({n})]\n"
-        + ("    for a, b in zip(tasks, tasks[1:]):\n        a >> b\n" if chain else "")
-    )
+from task_bench import dag_source, run_cli  # noqa: E402 - the same DAG files and CLI calls
 
 
 def pg_admin(server: str, sql: str) -> None:
@@ -59,13 +50,6 @@ def pg_admin(server: str, sql: str) -> None:
     url = make_url(server).set(drivername="postgresql", database="postgres")
     with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as conn:
         conn.execute(sql)
-
-
-def run_cli(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([*UPDRAFT, *args], env=env, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise SystemExit(f"updraft {' '.join(args)} failed: {out.stderr}")
-    return out.stdout
 
 
 def wait_run(db_url: str, dag_id: str, run_id: str, deadline_s: float = 600.0) -> list[tuple[str, datetime, datetime]]:

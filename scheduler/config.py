@@ -186,6 +186,33 @@ class Settings:
         return Settings(home=self.home, values=values, explicit=frozenset(given))
 
 
+def generated_secret(path: Path, make: Callable[[], str], what: str) -> str:
+    """The secret kept in ``path`` (a file of $UPDRAFT_HOME), made by ``make`` on first use.
+
+    Written once, mode 0600, fsync'd and linked into place, so processes starting together
+    all end up with the same one. ConfigError naming the file when it cannot be read.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(make() + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what}: {exc.strerror}") from None
+
+
 def default_home(environ: Mapping[str, str]) -> Path:
     raw = environ.get("UPDRAFT_HOME")
     return Path(raw).expanduser() if raw else Path.home() / "updraft"

@@ -60,26 +60,9 @@ def generate_key() -> str:
 
 def _key_file(settings: Settings) -> str:
     """The generated key of $UPDRAFT_HOME, made on first use (written once, linked into place atomically)."""
-    path = Path(settings.home) / FERNET_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{FERNET_KEY_FILE}.{os.getpid()}.{os.urandom(4).hex()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(generate_key() + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process made it first: use theirs
-        finally:
-            tmp.unlink(missing_ok=True)
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the Fernet key: {exc.strerror}") from None
+    from scheduler.config import generated_secret
+
+    return generated_secret(Path(settings.home) / FERNET_KEY_FILE, generate_key, "Fernet key")
 
 
 def fernet(settings: Settings | None = None) -> Any:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass, field
@@ -616,15 +615,9 @@ def _earliest(*times: datetime | None) -> datetime | None:
 
 
 def _pid_alive(pid: int | None) -> bool:
-    if pid is None or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    from scheduler.db.ha import pid_alive
+
+    return pid is not None and pid_alive(pid)
 
 
 def _describe_exit(event: ExecutorEvent) -> str:

@@ -6,7 +6,6 @@ gunicorn out of it saves about 10 MiB there.)
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -50,31 +49,14 @@ def load_secret_key(settings: Settings) -> str:
     The file is written once (mode 0600, 32 random bytes as hex) and linked into place atomically,
     so processes starting together all end up with the same key.
     """
+    from scheduler.config import generated_secret
     from scheduler.exceptions import ConfigError
 
     configured = str(settings.get("webserver", "secret_key") or "")
     if configured.strip():
         return configured
     path = Path(settings.home) / SECRET_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{SECRET_KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process made it first: use theirs
-        finally:
-            tmp.unlink(missing_ok=True)
-    try:
-        key = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the webserver secret key: {exc.strerror}") from None
+    key = generated_secret(path, lambda: secrets.token_hex(32), "webserver secret key")
     if len(key) < 32:
         raise ConfigError(f"{path}: the webserver secret key is too short; delete the file to make a new one")
     return key

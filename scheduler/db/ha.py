@@ -75,7 +75,8 @@ def health_threshold(settings: Settings) -> timedelta:
     return timedelta(seconds=float(settings.get("scheduler", "scheduler_health_check_threshold")))
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (a zombie counts)."""
     if pid <= 0:
         return False
     try:
@@ -92,7 +93,7 @@ def is_alive(job: JobInfo, *, now: datetime, threshold: timedelta, hostname: str
     if now - job.latest_heartbeat > threshold:
         return False
     here = hostname if hostname is not None else socket.gethostname()
-    return job.hostname != here or _pid_alive(job.pid)
+    return job.hostname != here or pid_alive(job.pid)
 
 
 def running_jobs(session: Session) -> list[JobInfo]:
