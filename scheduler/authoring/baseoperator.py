@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from scheduler.authoring.dependencies import DependencyMixin
 from scheduler.authoring.params import ParamsDict
 from scheduler.exceptions import DagDefinitionError
 from scheduler.trigger_rules import TriggerRule
@@ -87,7 +88,7 @@ class _OperatorMeta(type):
         return instance
 
 
-class BaseOperator(metaclass=_OperatorMeta):
+class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     """A unit of work. Subclasses implement ``execute(context)``; its return value goes to XCom."""
 
     template_fields: Sequence[str] = ()
@@ -316,22 +317,6 @@ class BaseOperator(metaclass=_OperatorMeta):
             edge_modifier.set_upstream(other)
             return
         self._relate(other, upstream=True)
-
-    def __rshift__(self, other: Any) -> Any:
-        self.set_downstream(other)
-        return other
-
-    def __lshift__(self, other: Any) -> Any:
-        self.set_upstream(other)
-        return other
-
-    def __rrshift__(self, other: Any) -> BaseOperator:
-        self.set_upstream(other)
-        return self
-
-    def __rlshift__(self, other: Any) -> BaseOperator:
-        self.set_downstream(other)
-        return self
 
     @property
     def upstream_list(self) -> list[BaseOperator]:

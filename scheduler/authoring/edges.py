@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from scheduler.authoring.dependencies import DependencyMixin
 from scheduler.exceptions import DagDefinitionError
 
 if TYPE_CHECKING:
     from scheduler.authoring.baseoperator import BaseOperator
 
 
-class EdgeModifier:
+class EdgeModifier(DependencyMixin):
     """Sits between tasks in a ``>>`` chain and labels the edges it passes on."""
 
     def __init__(self, label: str | None = None) -> None:
@@ -62,22 +63,6 @@ class EdgeModifier:
             return
         for root in down.roots:
             up.dag.set_edge_info(up.task_id, root.task_id, {"label": self.label})
-
-    def __rshift__(self, other: Any) -> Any:
-        self.set_downstream(other)
-        return other
-
-    def __lshift__(self, other: Any) -> Any:
-        self.set_upstream(other)
-        return other
-
-    def __rrshift__(self, other: Any) -> EdgeModifier:
-        self.set_upstream(other)
-        return self
-
-    def __rlshift__(self, other: Any) -> EdgeModifier:
-        self.set_downstream(other)
-        return self
 
     def __repr__(self) -> str:
         return f"Label({self.label!r})"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from scheduler.authoring.baseoperator import BaseOperator
+from scheduler.authoring.dependencies import DependencyMixin
 from scheduler.authoring.operators import (
     BashOperator,
     BranchPythonOperator,
@@ -24,7 +25,7 @@ from scheduler.authoring.sensors import PythonSensor
 RETURN_KEY = "return_value"
 
 
-class XComArg:
+class XComArg(DependencyMixin):
     """The (future) XCom value of a task; ``arg["key"]`` selects a key of a multiple-outputs task."""
 
     def __init__(self, operator: BaseOperator, key: str = RETURN_KEY) -> None:
@@ -56,22 +57,6 @@ class XComArg:
 
     def set_upstream(self, other: Any, edge_modifier: Any = None) -> None:
         self.operator.set_upstream(other)
-
-    def __rshift__(self, other: Any) -> Any:
-        self.operator.set_downstream(other)
-        return other
-
-    def __lshift__(self, other: Any) -> Any:
-        self.operator.set_upstream(other)
-        return other
-
-    def __rrshift__(self, other: Any) -> XComArg:
-        self.operator.set_upstream(other)
-        return self
-
-    def __rlshift__(self, other: Any) -> XComArg:
-        self.operator.set_downstream(other)
-        return self
 
     def __iter__(self) -> Iterator[Any]:
         raise TypeError(f"XComArg of task '{self.operator.task_id}' is not iterable while the DAG is defined")
@@ -193,7 +178,6 @@ class TaskDecorator:
         if op.doc_md is None and self.function.__doc__:
             op.doc_md = self.function.__doc__
         return XComArg(op)
-
 
     def _unique_task_id(self, base: str) -> str:
         from scheduler.authoring.dag import current_dag, current_group

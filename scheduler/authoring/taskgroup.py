@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from scheduler.authoring.baseoperator import _flatten_tasks, validate_id
+from scheduler.authoring.dependencies import DependencyMixin
 from scheduler.exceptions import DagDefinitionError
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from scheduler.authoring.dag import DAG
 
 
-class TaskGroup:
+class TaskGroup(DependencyMixin):
     """A named set of tasks (and groups) of one DAG; see the module documentation."""
 
     def __init__(
@@ -177,22 +178,6 @@ class TaskGroup:
                 self.upstream_group_ids.add(item.group_id)
                 if self._group_id:
                     item.downstream_group_ids.add(self._group_id)
-
-    def __rshift__(self, other: Any) -> Any:
-        self.set_downstream(other)
-        return other
-
-    def __lshift__(self, other: Any) -> Any:
-        self.set_upstream(other)
-        return other
-
-    def __rrshift__(self, other: Any) -> TaskGroup:
-        self.set_upstream(other)
-        return self
-
-    def __rlshift__(self, other: Any) -> TaskGroup:
-        self.set_downstream(other)
-        return self
 
     # --- context manager ------------------------------------------------------------------------
 
