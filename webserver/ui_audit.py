@@ -40,3 +40,22 @@ def audit_log() -> Any:
     active = {k: v for k, v in filters.items() if v}
     return render_template("events.html", rows=rows, total=total, page=page, pages=pages, filters=filters,
                            active=active, events=events)
+
+
+@ui.get("/assets")
+@requires("read")
+def assets_page() -> Any:
+    """Every asset (dataset) with the DAGs it schedules, and its latest update events."""
+    from scheduler.db.models import Asset, AssetEvent, DagScheduleAssetReference
+
+    with read_session() as session:
+        assets = list(session.scalars(select(Asset).order_by(Asset.uri).limit(PAGE_SIZE * 4)))
+        consumers: dict[int, list[str]] = {}
+        for asset_id, dag_id in session.execute(
+                select(DagScheduleAssetReference.asset_id, DagScheduleAssetReference.dag_id)
+                .order_by(DagScheduleAssetReference.dag_id)):
+            consumers.setdefault(asset_id, []).append(dag_id)
+        events = list(session.execute(
+            select(AssetEvent, Asset.uri).join(Asset, Asset.id == AssetEvent.asset_id)
+            .order_by(AssetEvent.timestamp.desc(), AssetEvent.id.desc()).limit(PAGE_SIZE)))
+    return render_template("assets.html", assets=assets, consumers=consumers, events=events)

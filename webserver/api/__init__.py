@@ -10,6 +10,7 @@ from webserver.api import (  # noqa: E402,F401
     connections,
     dag_runs,
     dags,
+    datasets,
     event_logs,
     import_errors,
     monitor,  # noqa: E402,F401  (registers the routes on ``api``)

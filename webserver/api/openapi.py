@@ -133,6 +133,16 @@ SCHEMAS: dict[str, Any] = {
                       "try_number": {"type": "integer", "nullable": True}, "event": S, "execution_date": DT,
                       "owner": NS, "extra": NS}),
     "EventLogCollection": _obj({"event_logs": {"type": "array", "items": _ref("EventLog")}, "total_entries": I}),
+    "Dataset": _obj({"id": I, "uri": S, "extra": OBJ, "created_at": DT, "updated_at": DT,
+                     "consuming_dags": {"type": "array", "items": _obj({"dag_id": S, "created_at": DT,
+                                                                         "updated_at": DT})},
+                     "producing_tasks": {"type": "array", "items": OBJ}}),
+    "DatasetCollection": _obj({"datasets": {"type": "array", "items": _ref("Dataset")}, "total_entries": I}),
+    "DatasetEvent": _obj({"id": I, "dataset_id": I, "dataset_uri": S, "extra": OBJ, "source_dag_id": NS,
+                          "source_task_id": NS, "source_run_id": NS, "source_map_index": I,
+                          "created_dagruns": {"type": "array", "items": OBJ}, "timestamp": DT}),
+    "DatasetEventCollection": _obj({"dataset_events": {"type": "array", "items": _ref("DatasetEvent")},
+                                    "total_entries": I}),
     "HealthInfo": _obj({"metadatabase": OBJ, "scheduler": OBJ}),
     "VersionInfo": _obj({"version": S, "git_version": NS}),
 }
@@ -249,6 +259,12 @@ OPERATIONS: dict[tuple[str, str], tuple[str, str, list[Any], str | None, str, st
         None, "200", "EventLogCollection", "read"),
     ("/eventLogs/{event_log_id}", "get"): ("get_event_log", "Get an audit log event", [], None, "200", "EventLog",
                                            "read"),
+    ("/datasets", "get"): ("get_datasets", "List datasets (assets), with the DAGs they schedule",
+                           PAGE + [_param("uri_pattern", "query", S)], None, "200", "DatasetCollection", "read"),
+    ("/datasets/events", "get"): ("get_dataset_events", "List dataset (asset) events", PAGE + [
+        _param(name, "query", kind) for name, kind in (
+            ("dataset_id", I), ("source_dag_id", S), ("source_task_id", S), ("source_run_id", S),
+            ("source_map_index", I))], None, "200", "DatasetEventCollection", "read"),
 }
 
 _PATH_PARAM_TYPES = {"import_error_id": I, "task_try_number": I, "event_log_id": I}
