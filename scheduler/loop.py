@@ -275,6 +275,7 @@ class Scheduler:
         self.executor.start(lambda: self._wakeup.set("executor"))
         failures = 0
         reasons: set[str] = set()
+        first_pass: float | None = time.monotonic()
         try:
             while not self._stop.is_set():
                 # The baseline is taken before the iteration reads anything: a commit by someone else
@@ -287,6 +288,9 @@ class Scheduler:
                     self._heartbeat()
                     self._close_idle_parsers()
                     failures = 0
+                    if first_pass is not None:
+                        logger.info("scheduler ready: first pass done in %.2f s", time.monotonic() - first_pass)
+                        first_pass = None
                 except Exception:
                     failures += 1
                     delay = min(2.0 ** (failures - 1), MAX_ERROR_BACKOFF_SECONDS)

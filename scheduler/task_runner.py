@@ -1424,6 +1424,7 @@ def warm_up(settings: Settings) -> None:
     import scheduler.parse_worker  # noqa: F401
     import scheduler.parsing  # noqa: F401
     import scheduler.secrets_masker  # noqa: F401
+    import scheduler.spare_warmup  # noqa: F401
     import scheduler.templating  # noqa: F401
     import scheduler.timetables  # noqa: F401
     from scheduler.db.engine import make_engine
@@ -1473,11 +1474,13 @@ def _engine_for(settings: Settings) -> Engine | None:
 def prepare(settings: Settings) -> None:
     """Open this process's database connection ahead of its workload (a spare runner of the fork
     server), so a try's claim does not wait for connecting. Failures are left for the try."""
+    from scheduler.spare_warmup import rehearse
+
     engine = _engine_for(settings)
-    if engine is None:
-        return
-    with contextlib.suppress(Exception):
-        _raw_db(engine).connect()
+    if engine is not None:
+        with contextlib.suppress(Exception):
+            _raw_db(engine).connect()
+    rehearse(settings, _PRELOADED[2] if _PRELOADED is not None else None)
 
 
 #: (pid, engine, its RawDb): the claim, heartbeat and record statements' connections in this process.

@@ -147,6 +147,8 @@ class TaskScheduler:
         #: What the last deciding step queued in its own transaction (None: it queued nothing).
         self._queued_with_decisions: list[Candidate] | None = None
         self._reconciled = False
+        #: How many runs were running at the last decision (the executor keeps warm while any are).
+        self._running_runs = 0
         self._warned_pools: set[str] = set()
         #: Runs this scheduler finished (the run side then has work: queued runs, held-back runs).
         self.runs_finished = 0
@@ -164,6 +166,7 @@ class TaskScheduler:
         next_due = self.schedule_task_instances(now)
         if self._queued_with_decisions is None:
             self.queue_task_instances(now)
+        self.executor.keep_warm(self._running_runs > 0)
         return next_due
 
     # --- 1. ended processes --------------------------------------------------------------------
@@ -220,6 +223,7 @@ class TaskScheduler:
             return decisions
 
         decisions = retry_transient(read, what="deciding running runs")
+        self._running_runs = len(decisions)
         writes = [d for d in decisions if d.writes]
         # The queueing step then knows there is work without looking (a read transaction saved).
         self._wrote_scheduled = any(

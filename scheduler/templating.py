@@ -17,6 +17,7 @@ import os
 import random
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -278,7 +279,28 @@ def resolve_task_params(task: BaseOperator, conf: Mapping[str, Any] | None) -> d
 # --- the Jinja environment ---------------------------------------------------------------------
 
 
+#: The template environments made for each DAG object (native, plain), reused by its later renders
+#: (a process renders with one DAG's environment many times: a try, ``dags test``, a spare runner that
+#: made it ahead). Weak: a DAG that is dropped takes its environments with it.
+_ENVIRONMENTS: weakref.WeakKeyDictionary[DAG, dict[bool, jinja2.Environment]] = weakref.WeakKeyDictionary()
+
+
+def environment_for(dag: DAG) -> jinja2.Environment:
+    """The environment ``render_template_fields`` uses for the tasks of ``dag`` (made once per DAG object)."""
+    return _environment(dag, native=bool(dag.render_template_as_native_obj))
+
+
 def _environment(dag: DAG | None, native: bool) -> jinja2.Environment:
+    if dag is None:
+        return _new_environment(None, native)
+    made = _ENVIRONMENTS.setdefault(dag, {})
+    env = made.get(native)
+    if env is None:
+        env = made[native] = _new_environment(dag, native)
+    return env
+
+
+def _new_environment(dag: DAG | None, native: bool) -> jinja2.Environment:
     import jinja2
     import jinja2.nativetypes
 

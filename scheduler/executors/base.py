@@ -37,6 +37,10 @@ class BaseExecutor:
     def start(self, on_event: Callable[[], None]) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def keep_warm(self, wanted: bool) -> None:
+        """Called every loop iteration: ``wanted`` when runs are running. An executor that holds
+        resources for running tries (a fork server) may start them ahead, or free them when idle."""
+
     def queue(self, workload: Workload) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 

@@ -9,6 +9,7 @@ the loop wakes the moment a try ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from scheduler.config import Settings
 
 logger = logging.getLogger(__name__)
+
+#: The fork server is stopped after this many seconds without a running run or a workload, and
+#: started again by the next one (its ~45 MiB are given back while the scheduler has nothing to do).
+IDLE_STOP_S = 30.0
 
 
 class LocalExecutor(BaseExecutor):
@@ -47,12 +52,46 @@ class LocalExecutor(BaseExecutor):
         self._pids: dict[tuple[Any, ...], int] = {}
         #: Tries whose runner announced a recorded state before exiting.
         self._recorded: set[tuple[Any, ...]] = set()
+        #: When a workload last ran or a run was running (monotonic), for stopping an idle fork server.
+        self._last_busy = time.monotonic()
+        #: Fork servers stopped for idleness, reaped as they go.
+        self._stopped: list[subprocess.Popen[bytes]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def start(self, on_event: Callable[[], None]) -> None:
+        """Ready to take work. The fork server itself starts with the first run or workload
+        (:meth:`keep_warm`, :meth:`queue`): an idle scheduler holds no fork server."""
         self._on_event = on_event
-        self._spawn()
+
+    def keep_warm(self, wanted: bool) -> None:
+        """Called by the loop every iteration: ``wanted`` when runs are running (their tries will
+        need the fork server, so it is started ahead of them); otherwise it is stopped once
+        nothing ran for ``IDLE_STOP_S``, giving back its memory until the next run."""
+        now = time.monotonic()
+        if wanted:
+            self._last_busy = now
+            if self._proc is None or self._proc.poll() is not None:
+                self._spawn()
+            return
+        with self._lock:
+            busy = bool(self._running)
+        if busy:
+            self._last_busy = now
+        elif self._proc is not None and now - self._last_busy >= IDLE_STOP_S:
+            self._stop_idle()
+
+    def _stop_idle(self) -> None:
+        """End the fork server while nothing runs (closing its stdin: it retires its zygotes and exits)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        logger.info("LocalExecutor: nothing ran for %.0f s; stopping the fork server (pid %d) until the next run",
+                    IDLE_STOP_S, proc.pid)
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        self._stopped.append(proc)
 
     def _spawn(self) -> None:
         env = dict(os.environ)
@@ -75,6 +114,9 @@ class LocalExecutor(BaseExecutor):
 
     def end(self, *, timeout: float) -> None:
         """Fork nothing more; let running tries finish for up to ``timeout`` s, then terminate them."""
+        for stopped in list(self._stopped):  # idle servers told to go: they exit at once
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stopped.wait(timeout=5)
         proc = self._proc
         if proc is None:
             return
@@ -108,9 +150,11 @@ class LocalExecutor(BaseExecutor):
     # --- work --------------------------------------------------------------------------------------
 
     def queue(self, workload: Workload) -> None:
+        self._last_busy = time.monotonic()
         proc = self._proc
         if proc is None or proc.poll() is not None:
-            logger.error("LocalExecutor: the fork server is gone; starting a new one")
+            if proc is not None:
+                logger.error("LocalExecutor: the fork server is gone; starting a new one")
             self._spawn()
             proc = self._proc
             assert proc is not None
@@ -192,8 +236,14 @@ class LocalExecutor(BaseExecutor):
                     continue
             if wake:
                 self._on_event()
-        # The server ended: whatever it still ran is reported lost (the loop checks the database).
+        # The server ended: whatever it still ran is reported lost (the loop checks the database),
+        # unless it was stopped for idleness (it ran nothing; a new server may run things now).
         code = proc.wait()
+        if proc in self._stopped:
+            with contextlib.suppress(ValueError):
+                self._stopped.remove(proc)
+            stream.close()
+            return
         with self._lock:
             lost = list(self._running)
             self._running.clear()

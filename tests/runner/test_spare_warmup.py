@@ -1,0 +1,72 @@
+"""A spare runner's rehearsal: the whole try path runs, and nothing of it shows or stays."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from scheduler import DAG, BashOperator, PythonOperator
+from scheduler.config import load_settings
+from scheduler.spare_warmup import _rehearse, rehearse
+from scheduler.templating import _ENVIRONMENTS, environment_for
+
+
+def _dags() -> dict[str, DAG]:
+    with DAG("real", schedule=None, start_date=datetime(2025, 1, 1, tzinfo=UTC),
+             user_defined_macros={"shout": str.upper}) as dag:
+        BashOperator(task_id="say", bash_command="echo {{ shout('x') }}")
+        PythonOperator(task_id="py", python_callable=lambda: 1)
+    return {dag.dag_id: dag}
+
+
+def test_the_rehearsal_goes_through_a_whole_try(tmp_path: Path) -> None:
+    settings = load_settings(environ={"UPDRAFT_HOME": str(tmp_path)}, cwd=tmp_path)
+    sink = io.StringIO()
+    saved = (sys.stdout, sys.stderr, list(logging.getLogger().handlers))
+    try:
+        _rehearse(settings, _dags(), sink, logging.getLogger())  # raises if any step fails
+    finally:
+        sys.stdout, sys.stderr = saved[0], saved[1]
+        logging.getLogger().handlers[:] = saved[2]
+    text = sink.getvalue()
+    assert "Starting attempt 1 of 1" in text
+    assert "Done. Returned value was: None" in text  # the synthetic task's print, through the masking stream
+    assert "Marking task as SUCCESS. dag_id=__rehearsal__" in text
+
+
+def test_the_rehearsal_leaves_no_trace_and_keeps_the_template_environment(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    settings = load_settings(environ={"UPDRAFT_HOME": str(tmp_path)}, cwd=tmp_path)
+    dags = _dags()
+    stdout, stderr = sys.stdout, sys.stderr
+    handlers = list(logging.getLogger().handlers)
+
+    rehearse(settings, dags)
+
+    assert (sys.stdout, sys.stderr) == (stdout, stderr)
+    assert logging.getLogger().handlers == handlers
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert tmp_path.joinpath("logs").exists() is False  # no log file, no folder
+    dag = dags["real"]
+    assert _ENVIRONMENTS[dag][False] is environment_for(dag)  # made ahead, used by the try's render
+    assert "shout" in environment_for(dag).globals
+
+
+def test_a_failing_rehearsal_is_harmless(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(environ={"UPDRAFT_HOME": str(tmp_path)}, cwd=tmp_path)
+    stdout = sys.stdout
+
+    def broken(*args: object, **kwargs: object) -> None:
+        print("half-way")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("scheduler.execution.execute_try", broken)
+    rehearse(settings, _dags())  # swallowed
+    assert sys.stdout is stdout
