@@ -60,6 +60,12 @@ _dismissed: set[int] = set()
 #: connection. One is enough for a chain (a replacement is ready long before the next task).
 #: The server itself keeps none: task tries go to zygotes, and a spare at rest costs ~20 MiB.
 SPARES = 1
+#: A zygote forks the replacement of a spare that took a workload this long after, not at once: the
+#: fork (page tables of the whole zygote) and the new spare's start would otherwise compete for the
+#: CPU with the try just handed over and with the scheduler queueing its successor.
+SPARE_REFILL_DELAY_S = 0.002
+#: When a spare last took a workload (monotonic).
+_spare_taken_at = 0.0
 #: A zygote with no work for this long is retired.
 ZYGOTE_IDLE_S = 10.0
 #: A zygote is replaced this long after it imported its file, busy or not.
@@ -329,10 +335,15 @@ def _serve(settings: Any, grace: float) -> int:
     buffer = b""
     reading = True
     while reading or _children or _dismissed or _zygotes or _retired:
-        if reading:
-            while _zygote_of is not None and len(_spares) < SPARES:
-                _fork_spare(settings, close_in_child)
-        for selected, _ in selector.select(timeout=1.0 if reading else 0.2):
+        timeout = 1.0 if reading else 0.2
+        if reading and _zygote_of is not None and len(_spares) < SPARES:
+            wait = _spare_taken_at + SPARE_REFILL_DELAY_S - time.monotonic()
+            if wait <= 0:
+                while len(_spares) < SPARES:
+                    _fork_spare(settings, close_in_child)
+            else:
+                timeout = wait
+        for selected, _ in selector.select(timeout=timeout):
             if selected.data == "sigchld":
                 try:
                     while os.read(wake_r, 4096):
@@ -558,6 +569,8 @@ def line_for_spare(message: dict[str, Any]) -> bytes:
 
 def _give_to_spare(data: bytes) -> int | None:
     """Hand a workload to a waiting spare runner; its pid, or None when there is none ready."""
+    global _spare_taken_at
+    _spare_taken_at = time.monotonic()
     while _spares:
         pid, fd = next(iter(_spares.items()))
         del _spares[pid]
