@@ -28,7 +28,9 @@ With ``--think-ms M`` each client waits a random think time (exponential, mean M
 request, a model of people clicking rather than of a saturating load; the default (0) is the
 closed loop. Every answer must be 200 (anything else counts as an error). Latency is from sending the
 request until the whole body is read. Reports p50/p99 per endpoint and overall, and requests
-per second. Target: p99 <= 300 ms for every endpoint; exits 1 when it is missed (or on errors).
+per second, and the machine's load average (1 min) when the clock starts and stops (other work on
+the machine moves these figures more than anything else). Target: p99 <= 300 ms for every endpoint;
+exits 1 when it is missed (or on errors).
 """
 
 from __future__ import annotations
@@ -351,11 +353,13 @@ def main() -> int:
         for thread in threads:
             thread.start()
         ready.wait()  # every client has logged in and warmed up: the clock starts
+        load_before = os.getloadavg()[0]
         began = time.perf_counter()
         stop_at[0] = began + args.seconds
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - began
+        load_after = os.getloadavg()[0]
         log.flush()
         served = (work / "webserver.log").read_text()
         workers_line = next((line for line in served.splitlines() if "serving on" in line), "?")
@@ -379,6 +383,8 @@ def main() -> int:
     model = f"think time {args.think_ms:g} ms (exponential mean)" if args.think_ms > 0 else "closed loop, no think time"
     print(f"\n{args.clients} clients ({model}), {elapsed:.1f} s: {total} requests OK, {errors} errors, "
           f"{total / elapsed:.1f} requests/s\n")
+    print(f"load average (1 min, the whole machine: these clients and the server count too): "
+          f"{load_before:.2f} when the clock started, {load_after:.2f} when it stopped\n")
     print(f"| endpoint | requests | p50 ms | p99 ms | max ms | p99 <= {TARGET_P99_MS:.0f} ms |")
     print("|---|---|---|---|---|---|")
     missed = []

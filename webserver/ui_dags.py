@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from flask import Response, flash, jsonify, redirect, render_template, request
-from sqlalchemy import ColumnElement, Select, bindparam, exists, func, literal, or_, select, union_all
+from sqlalchemy import ColumnElement, String, bindparam, exists, func, literal, or_, select, union_all
 
 from scheduler.db.models import Dag, DagRun, ParseImportError
+from scheduler.serialization import ordered_params
 from webserver.auth import ROLES, requires
 from webserver.db import read_session, write_session
 from webserver.views import _safe_next, ui
@@ -113,42 +114,70 @@ class ListFilter:
     def url(self, **changes: Any) -> str:
         """The list's URL for this filter with ``changes`` (a changed filter goes back to page 1)."""
         values = {"search": self.search, "tags": self.tags, "status": self.status, "page": 1, **changes}
-        pairs: list[tuple[str, Any]] = []
-        if values["search"]:
-            pairs.append(("search", values["search"]))
-        pairs.extend(("tags", t) for t in values["tags"])
-        if values["status"] != "all":
-            pairs.append(("status", values["status"]))
-        if values["page"] != 1:
-            pairs.append(("page", values["page"]))
-        return "/?" + urlencode(pairs) if pairs else "/"
+        return _list_url(values["search"], tuple(values["tags"]), values["status"], values["page"])
 
 
-def _has_tag(tag: str) -> ColumnElement[bool]:
-    """``dag.tags`` (a JSON list) contains ``tag``: JSONB containment on PostgreSQL, json_each on SQLite."""
-    from webserver.db import engine
+@functools.lru_cache(maxsize=4096)
+def _list_url(search: str, tags: tuple[str, ...], status: str, page: int) -> str:
+    """(Each row's tag links ask for the same few URLs on every page: built once each.)"""
+    pairs: list[tuple[str, Any]] = []
+    if search:
+        pairs.append(("search", search))
+    pairs.extend(("tags", t) for t in tags)
+    if status != "all":
+        pairs.append(("status", status))
+    if page != 1:
+        pairs.append(("page", page))
+    return "/?" + urlencode(pairs) if pairs else "/"
 
-    if engine().dialect.name == "postgresql":
+
+def _has_tag(param: str, dialect: str) -> ColumnElement[bool]:
+    """``dag.tags`` (a JSON list) contains the tag bound as ``param``: JSONB containment on PostgreSQL
+    (the value bound: a JSON list of the tag, see :func:`_list_params`), json_each on SQLite."""
+    if dialect == "postgresql":
         from sqlalchemy import cast
         from sqlalchemy.dialects.postgresql import JSONB
 
-        return Dag.tags.op("@>")(cast(literal(json.dumps([tag])), JSONB))  # type: ignore[no-any-return]
+        return Dag.tags.op("@>")(cast(bindparam(param, type_=String), JSONB))  # type: ignore[no-any-return]
     each = func.json_each(Dag.tags).table_valued("value")
-    return exists(select(literal(1)).select_from(each).where(each.c.value == tag))
+    return exists(select(literal(1)).select_from(each).where(each.c.value == bindparam(param, type_=String)))
 
 
-def _filtered(filters: ListFilter) -> Select[Any]:
-    """Active DAGs matching the search and tags (not yet the paused filter)."""
-    statement = select(Dag).where(Dag.is_active.is_(True))
+#: What a row of the list shows of a DAG (plain rows: loading 50 ORM objects cost more than the query).
+_LIST_COLUMNS = (Dag.dag_id, Dag.is_paused, Dag.owners, Dag.description, Dag.tags, Dag.has_import_errors,
+                 Dag.schedule_error, Dag.timetable_summary, Dag.timetable_description, Dag.next_dagrun)
+#: The other queries of the list page (built once: building and compiling statements cost more than running them).
+_ALL_TAGS = select(Dag.tags).where(Dag.is_active.is_(True)).distinct()  # few distinct lists
+_ERRORS = select(ParseImportError).order_by(ParseImportError.filename).limit(BANNER_ERRORS)
+_ERROR_COUNT = select(func.count()).select_from(ParseImportError)
+
+
+@functools.lru_cache(maxsize=64)
+def _list_statements(dialect: str, search: bool, tag_count: int, status: str) -> tuple[Any, Any]:
+    """(active DAGs matching the filters counted by is_paused, one page of them) for filters of this shape,
+    built once; the values are bound by name (:func:`_list_params`)."""
+    base: Any = select(*_LIST_COLUMNS).where(Dag.is_active.is_(True))
+    if search:
+        pattern = bindparam("pattern", type_=String)
+        base = base.where(or_(func.lower(Dag.dag_id).like(pattern, escape="/"),
+                              func.lower(Dag.owners).like(pattern, escape="/")))
+    if tag_count:
+        base = base.where(or_(*(_has_tag(f"tag_{index}", dialect) for index in range(tag_count))))
+    matching = base.subquery()
+    counts = select(matching.c.is_paused, func.count()).group_by(matching.c.is_paused)
+    page = base if status == "all" else base.where(Dag.is_paused.is_(status == "paused"))
+    return counts, page.order_by(Dag.dag_id).limit(bindparam("limit")).offset(bindparam("offset"))
+
+
+def _list_params(filters: ListFilter, dialect: str) -> dict[str, Any]:
+    """The values :func:`_list_statements` binds: the search as a LIKE pattern (``/`` escapes), the tags."""
+    params: dict[str, Any] = {}
     if filters.search:
-        needle = filters.search.lower()
-        statement = statement.where(or_(
-            func.lower(Dag.dag_id).contains(needle, autoescape=True),
-            func.lower(Dag.owners).contains(needle, autoescape=True),
-        ))
-    if filters.tags:
-        statement = statement.where(or_(*(_has_tag(t) for t in filters.tags)))
-    return statement
+        needle = filters.search.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
+        params["pattern"] = f"%{needle}%"
+    for index, tag in enumerate(filters.tags):
+        params[f"tag_{index}"] = json.dumps([tag]) if dialect == "postgresql" else tag
+    return params
 
 
 @dataclass(frozen=True)
@@ -161,12 +190,15 @@ class RunDot:
     logical_date: datetime | None
     url: str
 
+    @property
+    def when(self) -> str:
+        return shown_time(self.logical_date)
+
     def record(self) -> dict[str, Any]:
         from scheduler.clock import isoformat
 
         return {"run_id": self.run_id, "state": self.state, "run_type": self.run_type,
-                "logical_date": isoformat(self.logical_date), "when": shown_time(self.logical_date),
-                "url": self.url}
+                "logical_date": isoformat(self.logical_date), "when": self.when, "url": self.url}
 
 
 @functools.lru_cache(maxsize=16)
@@ -208,9 +240,9 @@ def recent_runs(session: Any, dag_ids: list[str], *, per_dag: int = RECENT_RUNS)
 
 @dataclass
 class DagRow:
-    """One line of the list."""
+    """One line of the list (``dag``: a row of the columns it shows)."""
 
-    dag: Dag
+    dag: Any
     runs: list[RunDot]
     url: str = ""
     owners: list[str] = field(default_factory=list)
@@ -243,31 +275,29 @@ class DagListPage:
 
 def load_dag_list(session: Any, filters: ListFilter) -> DagListPage:
     """Everything the list page shows, in a fixed number of queries whatever the number of DAGs."""
-    base = _filtered(filters)
-    matching = base.subquery()
-    by_paused = {bool(paused): n for paused, n in session.execute(
-        select(matching.c.is_paused, func.count()).group_by(matching.c.is_paused)
-    )}
+    dialect = session.get_bind().dialect.name
+    count_statement, page_statement = _list_statements(dialect, bool(filters.search), len(filters.tags),
+                                                       filters.status)
+    params = _list_params(filters, dialect)
+    by_paused = {bool(paused): n for paused, n in session.execute(count_statement, params).all()}
     counts = {"active": by_paused.get(False, 0), "paused": by_paused.get(True, 0)}
     counts["all"] = counts["active"] + counts["paused"]
     total = counts[filters.status]
     pages = max(1, math.ceil(total / PAGE_SIZE))
     if filters.page > pages:
         filters = ListFilter(filters.search, filters.tags, filters.status, pages)
-    statement = base
-    if filters.status != "all":
-        statement = statement.where(Dag.is_paused.is_(filters.status == "paused"))
-    dags = list(session.scalars(
-        statement.order_by(Dag.dag_id).limit(PAGE_SIZE).offset((filters.page - 1) * PAGE_SIZE)
-    ))
+    dags = session.execute(page_statement, {**params, "limit": PAGE_SIZE,
+                                            "offset": (filters.page - 1) * PAGE_SIZE}).all()
     runs = recent_runs(session, [d.dag_id for d in dags])
-    rows = [DagRow(dag=d, runs=runs.get(d.dag_id, []), url=dag_url(d.dag_id), owners=d.owner_list,
+    rows = [DagRow(dag=d, runs=runs.get(d.dag_id, []), url=dag_url(d.dag_id),
+                   owners=[name.strip() for name in (d.owners or "").split(",") if name.strip()],
                    next_run=shown_time(d.next_dagrun)) for d in dags]
     all_tags: set[str] = set()
-    for tags in session.scalars(select(Dag.tags).where(Dag.is_active.is_(True)).distinct()):  # few distinct lists
+    for tags in session.scalars(_ALL_TAGS):
         all_tags.update(str(t) for t in tags or ())
-    errors = list(session.scalars(select(ParseImportError).order_by(ParseImportError.filename).limit(BANNER_ERRORS)))
-    error_count = session.scalar(select(func.count()).select_from(ParseImportError)) or 0
+    errors = list(session.scalars(_ERRORS))
+    # Fewer than a banner's worth: that is all of them (no need to count).
+    error_count = len(errors) if len(errors) < BANNER_ERRORS else session.scalar(_ERROR_COUNT) or 0
     return DagListPage(filters=filters, rows=rows, total=total, counts=counts, pages=pages,
                        all_tags=sorted(all_tags), import_errors=errors, import_error_count=error_count)
 
@@ -506,7 +536,7 @@ def trigger_dag(dag_id: str) -> Any:
     if found is None:
         return _not_found(f"There is no active DAG {dag_id}.")
     dag, data = found
-    form = TriggerForm(dag=dag, fields=param_fields(data.get("params") or {}))
+    form = TriggerForm(dag=dag, fields=param_fields(ordered_params(data)))
     if request.method == "POST":
         created = _submit_trigger(form, data)
         if created is not None:

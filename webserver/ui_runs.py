@@ -15,6 +15,7 @@ one node unless expanded with ``?expand=GROUP``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import defaultdict
@@ -47,6 +48,7 @@ from scheduler.db.models import (
 )
 from scheduler.states import FINISHED_TI_STATES, DagRunState
 from webserver.auth import ROLES, requires
+from webserver.cache import serialized_dag
 from webserver.db import read_session, write_session
 from webserver.views import ui
 
@@ -197,10 +199,15 @@ class DagInfo:
 
 
 def _load_dag(session: Any, dag_id: str) -> DagInfo:
-    dag = session.get(Dag, dag_id)
-    if dag is None:
+    found = session.execute(  # the DAG and the hash of its serialized data in one query
+        select(Dag, SerializedDag.dag_hash).outerjoin(SerializedDag, SerializedDag.dag_id == Dag.dag_id)
+        .where(Dag.dag_id == dag_id)
+    ).first()
+    if found is None:
         _not_found(f"DAG {dag_id!r} does not exist.")
-    data = session.scalar(select(SerializedDag.data).where(SerializedDag.dag_id == dag_id)) or {}
+    dag, digest = found
+    # Shared, cached under its hash: read only. (A DAG without serialized data: its tasks are empty.)
+    data = (serialized_dag(session, dag_id, digest) if digest is not None else None) or {}
     tasks = {t["task_id"]: t for t in data.get("tasks") or [] if isinstance(t, dict) and "task_id" in t}
     order = [t for t in data.get("task_order") or [] if t in tasks]
     order += [t for t in tasks if t not in set(order)]
@@ -235,6 +242,23 @@ def _tis_of(session: Any, dag_id: str, run_ids: Sequence[str]) -> list[TaskInsta
     return found
 
 
+def _picker_runs(session: Any, dag_id: str) -> list[Any]:
+    """The latest :data:`PICKER_RUNS` runs, newest first, as rows of their run_id and state (no ORM objects)."""
+    return session.execute(
+        select(DagRun.run_id, DagRun.state).where(DagRun.dag_id == dag_id)
+        .order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(PICKER_RUNS)
+    ).all()  # type: ignore[no-any-return]
+
+
+def _cell_rows(session: Any, dag_id: str, run_id: str) -> list[Any]:
+    """A run's task instances as rows of what :func:`_cells` reads (no ORM objects)."""
+    return session.execute(
+        select(TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state,
+               TaskInstance.try_number, TaskInstance.duration)
+        .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+    ).all()  # type: ignore[no-any-return]
+
+
 @dataclass
 class Cell:
     """A task in a run: its (summarised) state, and what the cell's tooltip tells."""
@@ -245,9 +269,9 @@ class Cell:
     mapped: int = 0
 
 
-def _cells(tis: Iterable[TaskInstance]) -> dict[tuple[str, str], Cell]:
+def _cells(tis: Iterable[Any]) -> dict[tuple[str, str], Cell]:
     """(run_id, task_id) -> Cell; a mapped task's instances are summarised into one cell."""
-    grouped: dict[tuple[str, str], list[TaskInstance]] = defaultdict(list)
+    grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for ti in tis:
         grouped[(ti.run_id, ti.task_id)].append(ti)
     cells = {}
@@ -478,6 +502,13 @@ def layered_layout(order: Sequence[str], edges: Iterable[tuple[str, str]]) -> La
     return Layout(width=width, height=PAD * 2 + tallest, nodes=placed, edges=drawn, layers=depth)
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_layout(order: tuple[str, ...], edges: tuple[tuple[str, str], ...]) -> Layout:
+    """:func:`layered_layout`, remembered per process for the last few graphs (a DAG's graph is laid out
+    the same until its tasks change; laying out 50 tasks cost more than the rest of the view). Shared: read only."""
+    return layered_layout(order, edges)
+
+
 def _curve(points: Sequence[tuple[float, float]]) -> str:
     """SVG path data through ``points``: horizontal runs as lines, layer gaps as S-curves."""
     (x0, y0) = points[0]
@@ -523,10 +554,10 @@ def dag_graph(dag_id: str) -> Any:
     expanded = {g for g in request.args.getlist("expand") if g}
     with read_session() as session:
         info = _load_dag(session, dag_id)
-        picker = list(reversed(_recent_runs(session, dag_id, PICKER_RUNS)))
+        picker = _picker_runs(session, dag_id)
         run_id = request.args.get("run_id")
         run = _load_run(session, dag_id, run_id) if run_id else (picker[0] if picker else None)
-        tis = _tis_of(session, dag_id, [run.run_id]) if run is not None else []
+        tis = _cell_rows(session, dag_id, run.run_id) if run is not None else []
     cells = {task_id: cell for (_, task_id), cell in _cells(tis).items()}
     all_groups = sorted({g for t in info.order if (grp := info.group_of(t)) for g in _group_chain(grp)})
 
@@ -559,7 +590,7 @@ def dag_graph(dag_id: str) -> Any:
         for down in info.tasks[task_id].get("downstream") or []:
             if down in info.tasks:
                 edges.append((node_key(task_id), node_key(down)))
-    layout = layered_layout(key_order, edges)
+    layout = _cached_layout(tuple(key_order), tuple(edges))
 
     base_args: dict[str, Any] = {"run_id": run.run_id} if run is not None else {}
     for node in nodes.values():

@@ -150,6 +150,13 @@ def test_search_tag_and_paused_filters(app: Flask, client: FlaskClient, op: str)
     assert "No DAGs match these filters." in text(client.get("/?search=nothing-like-this"))
     assert "%" not in "".join(listed_ids(text(client.get("/?search=%25"))))  # LIKE wildcards are escaped
     assert listed_ids(text(client.get("/?search=%25"))) == []
+    # "_" is a LIKE wildcard too, and "/" the escape character of the pattern: both match only themselves.
+    assert listed_ids(text(client.get("/?search=s_d"))) == ["sales_daily"]
+    assert listed_ids(text(client.get("/?search=sa_es"))) == []  # as a wildcard, "_" would match both "sales"
+    assert listed_ids(text(client.get("/?search=%2F"))) == []
+    # Each shape of filter (search, tags, status) reuses its statement with new values.
+    assert listed_ids(text(client.get("/?search=hourly"))) == ["sales_hourly"]
+    assert listed_ids(text(client.get("/?tags=hr"))) == ["hr_report"]
 
 
 def test_pagination_in_pages_of_fifty(app: Flask, client: FlaskClient, op: str) -> None:
@@ -199,6 +206,21 @@ def test_import_errors_banner_shows_escaped_tracebacks(app: Flask, client: Flask
     assert "<code>/dags/bad.py</code>" in html
     assert XSS not in html
     assert "NameError: &lt;script&gt;alert(1)&lt;/script&gt; &amp; &#34;quotes&#34;" in html
+
+
+def test_import_errors_banner_counts_the_files_it_does_not_list(app: Flask, client: FlaskClient, op: str) -> None:
+    for index in range(49):
+        record(app, f"/dags/bad_{index:02d}.py", [], error="SyntaxError")
+    html = text(client.get("/"))
+    assert "49 DAG files could not be imported" in html and " more (<code>" not in html
+    record(app, "/dags/bad_49.py", [], error="SyntaxError")  # a full banner: 50 listed, the count from SQL
+    html = text(client.get("/"))
+    assert "50 DAG files could not be imported" in html and " more (<code>" not in html
+    for index in range(50, 53):
+        record(app, f"/dags/bad_{index:02d}.py", [], error="SyntaxError")
+    html = text(client.get("/"))
+    assert "53 DAG files could not be imported" in html and "and 3 more (<code>" in html
+    assert html.count('<details class="import-error">') == 50
 
 
 def test_everything_from_dag_files_is_escaped(app: Flask, client: FlaskClient, op: str) -> None:

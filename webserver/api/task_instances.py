@@ -27,6 +27,7 @@ from webserver.api.shapes import (
     query,
 )
 from webserver.auth import requires
+from webserver.cache import serialized_dag
 from webserver.db import read_session, write_session
 
 #: Airflow's task states as the API names them (``none`` is also accepted for "no state yet").
@@ -38,7 +39,7 @@ def ti_not_found(detail: str) -> ApiProblem:
 
 
 def _tasks_by_id(session: Any, dag_id: str) -> dict[str, dict[str, Any]]:
-    data = session.scalar(select(SerializedDag.data).where(SerializedDag.dag_id == dag_id)) or {}
+    data = serialized_dag(session, dag_id) or {}
     return {t["task_id"]: t for t in data.get("tasks") or []}
 
 
@@ -47,7 +48,8 @@ def _tasks_by_id(session: Any, dag_id: str) -> dict[str, dict[str, Any]]:
 def list_task_instances(dag_id: str, dag_run_id: str) -> Response:
     params = query({"limit": "int", "offset": "int", "state": "list", "pool": "list", "queue": "list"})
     limit, offset = page(params)
-    statement = select(TaskInstance, DagRun.logical_date).join(
+    # Plain rows (the record reads their columns, no ORM objects needed) and the run's logical date.
+    statement = select(*TaskInstance.__table__.c, DagRun.logical_date).join(
         DagRun, (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id)
     )
     if dag_id != "~":
@@ -66,19 +68,23 @@ def list_task_instances(dag_id: str, dag_run_id: str) -> Response:
         statement = statement.where(TaskInstance.queue.in_(params["queue"]))
     with read_session() as session:
         if dag_id != "~":
-            get_dag_or_404(session, dag_id)
             if dag_run_id != "~":
-                get_run_or_404(session, dag_id, dag_run_id)
-        total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
-        statement = statement.order_by(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id,
-                                       TaskInstance.map_index)
-        rows = session.execute(statement.limit(limit).offset(offset)).all()
+                get_run_or_404(session, dag_id, dag_run_id)  # (names the DAG when it is the DAG that is missing)
+            else:
+                get_dag_or_404(session, dag_id)
+        ordered = statement.order_by(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id,
+                                     TaskInstance.map_index)
+        rows = session.execute(ordered.limit(limit).offset(offset)).all()
+        if offset == 0 and len(rows) < limit:
+            total = len(rows)  # the whole list is on this page: no need to count it
+        else:
+            total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
         tasks: dict[str, dict[str, dict[str, Any]]] = {}
         records = []
-        for ti, logical_date in rows:
+        for ti in rows:
             if ti.dag_id not in tasks:
                 tasks[ti.dag_id] = _tasks_by_id(session, ti.dag_id)
-            records.append(task_instance_record(ti, logical_date, task=tasks[ti.dag_id].get(ti.task_id)))
+            records.append(task_instance_record(ti, ti.logical_date, task=tasks[ti.dag_id].get(ti.task_id)))
     return json_response({"task_instances": records, "total_entries": total})
 
 
