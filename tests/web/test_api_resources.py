@@ -147,6 +147,10 @@ def test_list_dags_pagination(web_settings: Settings, make_user: Any, client: An
     assert body["total_entries"] == 105 and len(body["dags"]) == 5
     assert body["dags"][-1]["dag_id"] == "manual"
     assert len(ok(client.get("/api/v1/dags?limit=1000", headers=auth()))["dags"]) == 100
+    # A first page holding the whole list is its own count; a full first page is not (counted in SQL).
+    assert ok(client.get("/api/v1/dags?limit=105", headers=auth()))["total_entries"] == 105
+    assert ok(client.get("/api/v1/dags?limit=104", headers=auth()))["total_entries"] == 105
+    assert ok(client.get("/api/v1/dags?limit=100&offset=5", headers=auth()))["total_entries"] == 105
 
 
 def test_get_and_patch_dag(world: Settings, client: Any) -> None:
@@ -191,6 +195,9 @@ def test_list_and_get_runs(world: Settings, client: Any) -> None:
     assert run["conf"] == {"n": 2} and run["logical_date"] == "2024-06-01T06:00:00+00:00"
     assert ok(client.get("/api/v1/dags/etl/dagRuns?state=success", headers=auth()))["total_entries"] == 0
     assert ok(client.get("/api/v1/dags/~/dagRuns", headers=auth()))["total_entries"] == 1
+    assert ok(client.get("/api/v1/dags/etl/dagRuns?limit=1", headers=auth()))["total_entries"] == 1  # a full page
+    past = ok(client.get("/api/v1/dags/etl/dagRuns?offset=3", headers=auth()))
+    assert past == {"dag_runs": [], "total_entries": 1}
     problem_of(client.get("/api/v1/dags/etl/dagRuns?state=bogus", headers=auth()), 400)
     problem_of(client.get("/api/v1/dags/etl/dagRuns?start_date_gte=notadate", headers=auth()), 400)
     assert ok(client.get("/api/v1/dags/etl/dagRuns/run1", headers=auth()))["dag_id"] == "etl"
@@ -267,6 +274,10 @@ def test_task_instance_shapes(world: Settings, client: Any) -> None:
     assert body["task_instances"][1]["start_date"] is None
     assert ok(client.get("/api/v1/dags/etl/dagRuns/run1/taskInstances?limit=1&offset=1",
                          headers=auth()))["task_instances"][0]["task_id"] == "load"
+    for limit, offset in ((1, 0), (2, 0), (3, 0), (1, 1), (5, 2)):  # one page, a full page, past the end
+        page = ok(client.get(f"/api/v1/dags/etl/dagRuns/run1/taskInstances?limit={limit}&offset={offset}",
+                             headers=auth()))
+        assert page["total_entries"] == 2 and len(page["task_instances"]) == max(min(limit, 2 - offset), 0)
     assert ok(client.get("/api/v1/dags/etl/dagRuns/run1/taskInstances?state=failed",
                          headers=auth()))["total_entries"] == 1
     assert ok(client.get("/api/v1/dags/etl/dagRuns/run1/taskInstances/load", headers=auth()))["state"] == \
