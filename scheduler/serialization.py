@@ -105,10 +105,19 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
     return data
 
 
+def ordered_params(data: dict[str, Any]) -> dict[str, Any]:
+    """A serialized DAG's ``params`` in the DAG's order (JSONB on PostgreSQL reorders an object's keys)."""
+    params = data.get("params") or {}
+    order = [name for name in data.get("param_order") or [] if name in params]
+    listed = set(order)
+    return {name: params[name] for name in [*order, *(n for n in params if n not in listed)]}
+
+
 def serialize_dag(dag: DAG, *, fileloc: str | None = None) -> dict[str, Any]:
     """The whole DAG as a JSON-serialisable dict (what the scheduler and webserver need)."""
     order = dag.topological_order()
     tt = dag.timetable
+    params = dag.params.dump()
     data: dict[str, Any] = {
         "__version": FORMAT_VERSION,
         "dag_id": dag.dag_id,
@@ -131,7 +140,9 @@ def serialize_dag(dag: DAG, *, fileloc: str | None = None) -> dict[str, Any]:
         "schedule": tt.api_schedule(),
         "timetable_summary": tt.summary,
         "timetable_description": tt.description,
-        "params": dag.params.dump(),
+        "params": params,
+        # PostgreSQL's JSONB does not keep the keys' order: the params' own order (the trigger form's)
+        "param_order": list(params),
         "render_template_as_native_obj": dag.render_template_as_native_obj,
         "owner_links": dag.owner_links,
         "dag_display_name": dag.dag_display_name,
@@ -241,7 +252,7 @@ class SerializedDAG:
     def params(self) -> Any:
         from scheduler.authoring.params import ParamsDict
 
-        return ParamsDict.load(self.data.get("params") or {})
+        return ParamsDict.load(ordered_params(self.data))
 
     @property
     def leaves(self) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.backend import clean_environ, pass_database_env
 from tests.web.test_server import basic, fetch, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,7 +145,14 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server_database() -> Iterator[dict[str, str]]:
+    """The webserver's database for the session: the home's SQLite file, or a PostgreSQL database (by the pass)."""
+    with pass_database_env() as entries:
+        yield entries
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, server_database: dict[str, str]) -> Iterator[Server]:
     """`updraft webserver` (gunicorn, 2 workers) on a migrated temporary home with a few DAGs and two users."""
     tmp = tmp_path_factory.mktemp("browser")
     home = tmp / "home"
@@ -156,7 +164,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (dags / "xss_probe.py").write_text(XSS_DAG)
     (dags / "scenario.py").write_text(SCENARIO_DAG)
     (dags / "broken.py").write_text(BROKEN_DAG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ(keep_database=False)
+    env.update(server_database)
     env.update(UPDRAFT_HOME=str(home), UPDRAFT__CORE__DAGS_FOLDER=str(dags), UPDRAFT__CORE__PARSING_PROCESSES="1")
     port = free_port()
     srv = Server(url=f"http://127.0.0.1:{port}", home=home, env=env, tmp=tmp)

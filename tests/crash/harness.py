@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.backend import integrity_problems, query
 from tests.e2e.test_execution_e2e import Home, SchedulerProcess, alive, start_time
 from tests.e2e.test_scheduler_restart import STARTED
 
@@ -226,23 +226,9 @@ def started_count(path: Path) -> int:
         return sum(1 for line in fh if line.startswith(b"S "))
 
 
-def query(db: Path, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        conn.close()
-
-
-def finished(db: Path, expected_runs: int) -> bool:
+def finished(db: str, expected_runs: int) -> bool:
     """Every expected run exists and is over, and no task instance is still on its way."""
-    rows = query(db, "SELECT count(*), sum(state IN ('success', 'failed')) FROM dag_run")
+    rows = query(db, "SELECT count(*), sum(CASE WHEN state IN ('success', 'failed') THEN 1 ELSE 0 END) FROM dag_run")
     if not rows or rows[0][0] != expected_runs or rows[0][1] != expected_runs:
         return False
     busy = query(db, "SELECT count(*) FROM task_instance WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry')")
@@ -297,7 +283,7 @@ def _pause_until(moment: float) -> None:
 
 
 def _kill_scheduler(home: Home, sched: SchedulerProcess, plan: Plan, rng: random.Random, journal: Path,
-                    db: Path, expected_runs: int) -> Kill:
+                    db: str, expected_runs: int) -> Kill:
     target = started_count(journal) + rng.randint(*plan.progress)
     _wait(lambda: started_count(journal) >= target or finished(db, expected_runs) or sched.proc.poll() is not None,
           PROGRESS_DEADLINE_S)
@@ -311,7 +297,7 @@ def _kill_scheduler(home: Home, sched: SchedulerProcess, plan: Plan, rng: random
                 busy=busy)
 
 
-def _kill_task(home: Home, plan: Plan, journal: Path, db: Path, sched: SchedulerProcess) -> Kill | None:
+def _kill_task(home: Home, plan: Plan, journal: Path, db: str, sched: SchedulerProcess) -> Kill | None:
     """SIGKILL one running try that has a retry left, in the middle of its code; None if none came by."""
     victim: list[tuple[str, str, str, int, int]] = []
 
@@ -321,8 +307,8 @@ def _kill_task(home: Home, plan: Plan, journal: Path, db: Path, sched: Scheduler
         rows = query(
             db,
             "SELECT dag_id, run_id, task_id, try_number, pid FROM task_instance "
-            "WHERE state = 'running' AND pid IS NOT NULL AND try_number <= ?",
-            (plan.retries,),
+            "WHERE state = 'running' AND pid IS NOT NULL AND try_number <= :retries",
+            {"retries": plan.retries},
         )
         for dag_id, run_id, task_id, try_number, pid in rows:
             key = (str(dag_id), str(run_id), str(task_id), int(str(try_number)), int(str(pid)))
@@ -347,8 +333,8 @@ def run_crash_cycles(root: Path, plan: Plan, progress: Callable[[str], None] | N
     """Run the whole scenario in a fresh home under ``root``; the report lists every broken invariant."""
     started = time.monotonic()
     home = Home(root)
+    db = home.url
     journal = root / "journal.txt"
-    db = root / "updraft.db"
     report = Report(plan)
     rng = random.Random(plan.seed)
     expected = write_dags(home, plan, journal)
@@ -433,11 +419,11 @@ def log_errors(text: str) -> list[str]:
     return found
 
 
-def check_invariants(db: Path, journal: Path, plan: Plan, expected: dict[str, set[datetime]], report: Report) -> None:
+def check_invariants(db: str, journal: Path, plan: Plan, expected: dict[str, set[datetime]], report: Report) -> None:
     v = report.violations
-    integrity = query(db, "PRAGMA integrity_check")
-    if integrity != [("ok",)]:
-        v.append(f"PRAGMA integrity_check: {integrity}")
+    integrity = integrity_problems(db)
+    if integrity:
+        v.append(f"the database's integrity check: {integrity}")
 
     # Every due run exists exactly once, none is missing, none is extra, and every run succeeded.
     runs = query(db, "SELECT dag_id, run_id, logical_date, state, run_type FROM dag_run")

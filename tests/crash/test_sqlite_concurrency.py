@@ -7,6 +7,9 @@ Variables); a CLI thread runs `updraft dags trigger`, `updraft tasks clear ... -
 `updraft variables set` in a loop. Then the DAG is left unpaused and every run must finish.
 No request may answer anything but 200, no CLI command may fail, and no log (scheduler,
 webserver, task tries) may mention "database is locked".
+
+The postgres pass (UPDRAFT_TEST_BACKEND=postgres) runs the same load on a PostgreSQL database:
+there a deadlock or a failed request would show the same way.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backend import clean_environ, home_database_url, integrity_problems, query
 from tests.crash.harness import wait_dead
 from tests.e2e.test_execution_e2e import alive, descendants
 from tests.web.test_server import free_port
@@ -129,7 +129,7 @@ def test_webserver_killed_mid_request_restarts_and_loses_no_acknowledged_write(t
     home = tmp_path / "home"
     (home / "dags").mkdir(parents=True)
     (home / "dags" / "web_target.py").write_text(DAG)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ()
     env.update({"UPDRAFT_HOME": str(home), "UPDRAFT__CORE__PARSING_PROCESSES": "1",
                 "UPDRAFT__CORE__DAGS_FOLDER": str(home / "dags")})
     updraft("users", "create", "-u", "admin", "-r", "Admin", "-p", "crash-test-pass", env=env, cwd=home)
@@ -184,12 +184,9 @@ def test_webserver_killed_mid_request_restarts_and_loses_no_acknowledged_write(t
     statuses = Counter(status for _, status in clients.outcomes)
     assert not [s for s in statuses if isinstance(s, int) and s != 200], statuses  # no 5xx, no 409 either
     acknowledged = [run_id for run_id, status in clients.outcomes if status == 200]
-    conn = sqlite3.connect(home / "updraft.db")
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        stored = Counter(r[0] for r in conn.execute("SELECT run_id FROM dag_run WHERE dag_id = 'web_target'"))
-    finally:
-        conn.close()
+    url = home_database_url(home, env)
+    assert integrity_problems(url) == []
+    stored = Counter(r[0] for r in query(url, "SELECT run_id FROM dag_run WHERE dag_id = 'web_target'"))
     assert [r for r, n in stored.items() if n > 1] == []
     assert [r for r in acknowledged if r not in stored] == []
     # A request cut off by the kill may or may not have committed; no other run may exist.

@@ -99,6 +99,7 @@ def test_sqlite_connections_get_wal_busy_timeout_foreign_keys_and_normal_sync(sq
     assert pragmas == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": 1}
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_parent_directory_is_created_and_spaces_in_the_path_work(tmp_path: Path) -> None:
     path = tmp_path / "no such dir" / "deeper" / "my db.sqlite"
     engine = make_engine(f"sqlite:///{path}")
@@ -112,6 +113,7 @@ def test_sqlite_parent_directory_is_created_and_spaces_in_the_path_work(tmp_path
     assert path.is_file()
 
 
+@pytest.mark.sqlite_only
 def test_a_sqlite_directory_that_cannot_be_created_is_reported(tmp_path: Path) -> None:
     blocker = tmp_path / "a file"
     blocker.write_text("not a directory")

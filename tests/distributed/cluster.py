@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import Engine
 
+from tests.backend import clean_environ
+
 #: Redis database number the tests use as a broker (keys are also prefixed per test run).
 REDIS_DB = 14
 REDIS_URL = os.environ.get("UPDRAFT_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{REDIS_DB}")
@@ -57,7 +59,7 @@ class Cluster:
         self.db_url = db_url
         self.broker = broker
         self.prefix = f"updraft-test-{uuid.uuid4().hex[:10]}-"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+        env = clean_environ()
         env.update(
             UPDRAFT_HOME=str(self.home),
             UPDRAFT__DATABASE__SQL_ALCHEMY_CONN=db_url,

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, text
 from scheduler.config import load_settings
 from scheduler.db.engine import make_engine
 from scheduler.exceptions import ConfigError
+from tests.backend import clean_environ
 from tests.distributed.cluster import REDIS_URL, Cluster, broker_problem, count, updraft
 
 pytest.importorskip("celery")
@@ -188,7 +189,7 @@ with DAG("slow", schedule="@once", start_date=datetime(2024, 1, 1, tzinfo=timezo
 
 
 def test_the_worker_refuses_bad_settings_and_arguments_with_a_clear_message(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ()
     env.update(UPDRAFT_HOME=str(tmp_path), UPDRAFT__CELERY__BROKER_URL="kafka://127.0.0.1:9092")
     done = subprocess.run([updraft(), "celery", "worker"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "[celery] broker_url: unsupported scheme 'kafka'" in done.stderr

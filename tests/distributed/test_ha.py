@@ -26,6 +26,7 @@ from scheduler.db.engine import make_engine, session_scope
 from scheduler.db.models import Dag, DagRun, Job, Pool, TaskInstance
 from scheduler.executors.inline import InlineExecutor
 from scheduler.task_scheduling import TaskScheduler
+from tests.backend import clean_environ
 
 HOST = socket.gethostname()
 THRESHOLD = timedelta(seconds=30)
@@ -139,10 +140,11 @@ def test_postgres_allows_several_live_schedulers(pg_engine: Engine) -> None:
         ha.refuse_second_sqlite_scheduler(session, now=utcnow(), threshold=THRESHOLD)
 
 
+@pytest.mark.sqlite_only  # SQLite's own refusal: PostgreSQL runs several schedulers
 def test_a_second_scheduler_process_on_sqlite_exits_1_naming_the_first(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / "dags").mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ()
     env.update(UPDRAFT_HOME=str(home), UPDRAFT__CORE__PARSING_PROCESSES="1")
     updraft = str(Path(sys.executable).with_name("updraft"))
     log = (tmp_path / "first.log").open("w")

@@ -1,22 +1,26 @@
-"""The `updraft` command end to end: a real process, a real SQLite file, the example DAGs."""
+"""The `updraft` command end to end: a real process, a real database (SQLite file or PostgreSQL), the example DAGs."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+
+from scheduler.db import migrate
+from scheduler.db.engine import make_engine
+from tests.backend import clean_environ, home_database_url
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "dags"
 
 
 def run_cli(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    full_env = clean_environ()
     full_env["UPDRAFT_HOME"] = str(home)
     full_env.update(env or {})
     return subprocess.run(
@@ -37,10 +41,15 @@ def home(tmp_path: Path) -> Path:
     return home
 
 
+@pytest.mark.empty_database
 def test_db_migrate_check_reset(home: Path) -> None:
     first = run_cli(home, "db", "migrate")
     assert first.returncode == 0, first.stderr
-    assert (home / "updraft.db").exists()
+    engine = make_engine(home_database_url(home))
+    try:
+        assert migrate.current_revision(engine) == migrate.HEAD_REVISION
+    finally:
+        engine.dispose()
     again = run_cli(home, "db", "migrate")
     assert again.returncode == 0, again.stderr
     check = run_cli(home, "db", "check")
@@ -51,6 +60,7 @@ def test_db_migrate_check_reset(home: Path) -> None:
     assert reset.returncode == 0, reset.stderr
 
 
+@pytest.mark.empty_database
 def test_db_check_on_a_missing_database_says_what_to_do(home: Path) -> None:
     result = run_cli(home, "db", "check")
     assert result.returncode == 1
@@ -219,11 +229,14 @@ def test_console_script_is_installed(home: Path) -> None:
 
 
 def test_templates_read_variables_from_the_database(home: Path) -> None:
-    import sqlite3
-
     assert run_cli(home, "db", "migrate").returncode == 0
-    with sqlite3.connect(home / "updraft.db") as conn:
-        conn.execute("INSERT INTO variable (key, val, is_encrypted) VALUES ('greeting', 'hello from a variable', 0)")
+    engine = make_engine(home_database_url(home))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO variable (key, val, is_encrypted) VALUES (:key, :val, :encrypted)"),
+                         {"key": "greeting", "val": "hello from a variable", "encrypted": False})
+    finally:
+        engine.dispose()
     (home / "dags" / "uses_var.py").write_text(
         "from scheduler import DAG, BashOperator\n"
         "with DAG('uses_var', schedule=None) as d:\n"

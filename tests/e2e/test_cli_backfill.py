@@ -7,7 +7,6 @@ Expected instants were worked out by hand (Europe/Berlin: UTC+1 until 2024-03-31
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+
+from tests.backend import clean_environ, home_database_url, shared_home_database
 
 DAG_FILE = '''
 from datetime import datetime
@@ -46,7 +47,7 @@ with DAG("bf_once", schedule="@once", start_date=datetime(2024, 1, 1)):
 
 def run_cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The installed `updraft` console script, as a user runs it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ(keep_database=False)  # the module's home has a database of its own
     env["UPDRAFT_HOME"] = str(home)
     updraft = Path(sys.executable).parent / "updraft"
     command = [str(updraft)] if updraft.exists() else [sys.executable, "-m", "scheduler.cli"]
@@ -60,12 +61,13 @@ def run_json(home: Path, *args: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One UPDRAFT_HOME for the module; each test uses its own DAG or dates."""
     home = tmp_path_factory.mktemp("backfill") / "home"
     (home / "dags").mkdir(parents=True)
     (home / "dags" / "backfill_dags.py").write_text(DAG_FILE)
-    return home
+    with shared_home_database(home):
+        yield home
 
 
 @pytest.fixture
@@ -73,7 +75,7 @@ def engine(home: Path) -> Iterator[Engine]:
     from scheduler.db.engine import make_engine
 
     assert run_cli(home, "dags", "list").returncode == 0
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home, environ={}))
     yield engine
     engine.dispose()
 

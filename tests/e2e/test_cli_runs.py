@@ -8,7 +8,6 @@ instants below were worked out by hand (Europe/Berlin is UTC+1 until 2024-03-31
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine
+
+from tests.backend import clean_environ, home_database_url, shared_home_database
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -53,7 +54,7 @@ with DAG("manual_only", schedule=None, start_date=datetime(2024, 1, 1),
 
 
 def run_cli(home: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ(keep_database=False)  # the module's home has a database of its own
     env["UPDRAFT_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "scheduler.cli", *args],
@@ -72,12 +73,13 @@ def run_json(home: Path, *args: str) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One UPDRAFT_HOME for the module (each test uses its own DAG or run ids)."""
     home = tmp_path_factory.mktemp("runs") / "home"
     (home / "dags").mkdir(parents=True)
     (home / "dags" / "run_dags.py").write_text(DAG_FILE)
-    return home
+    with shared_home_database(home):
+        yield home
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def engine(home: Path) -> Iterator[Engine]:
     from scheduler.db.engine import make_engine
 
     assert run_cli(home, "dags", "list").returncode == 0
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home, environ={}))
     yield engine
     engine.dispose()
 

@@ -8,7 +8,6 @@ runner would have recorded), then the CLI is run against them.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from scheduler.db.engine import session_scope
 from scheduler.db.models import DagRun, TaskInstance
 from scheduler.states import DagRunState
 from scheduler.states import TaskInstanceState as S
+from tests.backend import clean_environ, home_database_url
 
 DAG_FILE = '''
 from datetime import datetime
@@ -40,7 +40,7 @@ T0 = datetime(2024, 3, 1, 6, tzinfo=UTC)
 
 
 def run_cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ()
     env["UPDRAFT_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "scheduler.cli", *args],
@@ -68,7 +68,7 @@ def engine(home: Path) -> Iterator[Engine]:
     from scheduler.db.engine import make_engine
 
     ok(home, "dags", "list")
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home))
     yield engine
     engine.dispose()
 

@@ -37,6 +37,7 @@ from sqlalchemy import Engine, func, select
 
 from scheduler.db.engine import make_engine, session_scope
 from scheduler.db.models import DagRun, Job, TaskInstance, TaskInstanceHistory, XCom
+from tests.backend import CONN_ENV, clean_environ, home_database_url, pass_database_env
 
 #: The logical date every test triggers with; its ``ds`` is 2024-03-01.
 LOGICAL = datetime(2024, 3, 1, 6, tzinfo=UTC)
@@ -187,8 +188,8 @@ class Home:
         self.markers = root / "markers"
         for folder in (self.dags, self.logs, self.markers):
             folder.mkdir(parents=True, exist_ok=True)
-        self.url = url or f"sqlite:///{root / 'updraft.db'}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+        self.url = url or home_database_url(root)
+        self.env = clean_environ()
         self.env.update(
             {
                 "UPDRAFT_HOME": str(root),
@@ -509,12 +510,13 @@ def run_mixed(home: Home) -> MixedRun:
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MixedRun]:
-    """The mixed DAG run once on SQLite, shared by the tests that read its outcome."""
-    h = Home(tmp_path_factory.mktemp("mixed") / "home")
-    try:
-        yield run_mixed(h)
-    finally:
-        h.close()
+    """The mixed DAG run once (on the pass's database), shared by the tests that read its outcome."""
+    with pass_database_env() as database:
+        h = Home(tmp_path_factory.mktemp("mixed") / "home", database.get(CONN_ENV))
+        try:
+            yield run_mixed(h)
+        finally:
+            h.close()
 
 
 def check_states(m: MixedRun) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from sqlalchemy import Engine, select
 
 from scheduler.db.engine import make_engine, session_scope
 from scheduler.db.models import Dag, DagRun
+from tests.backend import clean_environ, home_database_url
 
 #: How long the scheduler may take to create runs or notice a new file (it looks about once a second).
 DEADLINE_S = 10.0
@@ -34,7 +34,7 @@ def dag_file(dag_id: str, start: datetime) -> str:
 
 
 def cli_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ()
     env["UPDRAFT_HOME"] = str(home)
     env["UPDRAFT__CORE__PARSING_PROCESSES"] = "1"
     return env
@@ -57,7 +57,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def engine(home: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home))
     yield engine
     engine.dispose()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.backend import home_database_url, integrity_problems, query
 from tests.e2e.test_scheduler_process import cli_env
 
 DAG_COUNT = 20
@@ -70,27 +70,14 @@ def scheduler_command() -> list[str]:
     return [sys.executable, "-m", "scheduler.cli", "scheduler"]
 
 
-def run_count(db: Path) -> int:
+def run_count(db: str) -> int:
     """The number of dag_run rows now (0 while the database or its tables do not exist yet)."""
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(db, timeout=5)
-    try:
-        return int(conn.execute("SELECT count(*) FROM dag_run").fetchone()[0])
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return 0
-        raise
-    finally:
-        conn.close()
+    rows = query(db, "SELECT count(*) FROM dag_run")
+    return int(str(rows[0][0])) if rows else 0
 
 
-def queued_count(db: Path) -> int:
-    conn = sqlite3.connect(db, timeout=5)
-    try:
-        return int(conn.execute("SELECT count(*) FROM dag_run WHERE state = 'queued'").fetchone()[0])
-    finally:
-        conn.close()
+def queued_count(db: str) -> int:
+    return int(str(query(db, "SELECT count(*) FROM dag_run WHERE state = 'queued'")[0][0]))
 
 
 def descendants(pid: int) -> set[int]:
@@ -174,7 +161,7 @@ class SchedulerProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def wait_for_count(db: Path, proc: SchedulerProcess, at_least: int, deadline_s: float) -> int:
+def wait_for_count(db: str, proc: SchedulerProcess, at_least: int, deadline_s: float) -> int:
     deadline = time.monotonic() + deadline_s
     while True:
         count = run_count(db)
@@ -197,7 +184,7 @@ def poll_until(what: str, proc: SchedulerProcess, check: Callable[[], bool], dea
         time.sleep(POLL_S)  # polling a condition, not waiting for a fixed time
 
 
-def wait_until(db: Path, moment: float) -> int:
+def wait_until(db: str, moment: float) -> int:
     """Keep polling until the monotonic clock reaches ``moment`` (the randomly chosen signal time); the last count."""
     count = run_count(db)
     while time.monotonic() < moment:
@@ -209,7 +196,7 @@ def wait_until(db: Path, moment: float) -> int:
 def test_catchup_survives_sigkill_and_sigterm_at_random_moments(tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / "dags").mkdir(parents=True)
-    db = home / "updraft.db"
+    db = home_database_url(home)
     log = tmp_path / "scheduler.log"
     this_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     start = this_hour - timedelta(hours=RUNS_PER_DAG)
@@ -282,17 +269,11 @@ def test_catchup_survives_sigkill_and_sigterm_at_random_moments(tmp_path: Path) 
     assert any(c.signal is signal.SIGTERM for c in mid), summary
 
     # Every run exists exactly once.
-    conn = sqlite3.connect(db)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = conn.execute(
-            "SELECT dag_id, run_id, run_type, logical_date, data_interval_start, data_interval_end FROM dag_run"
-        ).fetchall()
-    finally:
-        conn.close()
+    assert integrity_problems(db) == []
+    rows = query(db, "SELECT dag_id, run_id, run_type, logical_date, data_interval_start, data_interval_end FROM dag_run")
 
-    def as_utc(text: str) -> datetime:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC)  # stored as naive UTC
+    def as_utc(value: object) -> datetime:
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)  # stored as naive UTC
 
     slots = Counter((dag_id, as_utc(logical)) for dag_id, _, _, logical, _, _ in rows)
     assert [slot for slot, n in slots.items() if n > 1] == []

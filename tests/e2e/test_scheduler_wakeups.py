@@ -9,6 +9,7 @@ sleep, so a loop that only sleeps fails them.
 "Asleep" is observed from outside: the loop's database watcher opens its own
 connection to the SQLite file at the start of its first sleep, so the process then
 holds two descriptors on ``updraft.db`` (SQLAlchemy's pooled one and the watcher's).
+On PostgreSQL (no file) it is the process tree using no CPU for half a second.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import Engine, func, select, update
 
 from scheduler.db.engine import make_engine, session_scope
 from scheduler.db.models import Dag, DagRun
+from tests.backend import home_database_url
 from tests.e2e.test_scheduler_process import cli_env
 
 
@@ -43,6 +45,8 @@ EXIT_DEADLINE_S = 5.0
 #: The idle process (and its children) may use at most this share of one core.
 IDLE_CPU_SHARE = 0.05
 IDLE_WINDOW_S = 3.0
+#: On PostgreSQL, how long the started process must use no CPU to count as asleep.
+QUIET_S = 0.5
 
 
 def dag_file(dag_id: str, *, schedule: str | None, start: datetime, end: datetime | None = None) -> str:
@@ -80,7 +84,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def engine(home: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home))
     yield engine
     engine.dispose()
 
@@ -99,6 +103,7 @@ class SchedulerProcess:
 
     def __init__(self, home: Path) -> None:
         self.home = home
+        self.on_sqlite = home_database_url(home).startswith("sqlite")
         self.log_path = home / "scheduler.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
@@ -121,9 +126,21 @@ class SchedulerProcess:
         return count
 
     def wait_asleep(self) -> None:
+        if self.on_sqlite:
+            asleep = self.database_descriptors
+        else:
+            # No file to watch on PostgreSQL: asleep is the whole process tree using no CPU for a while.
+            last = [-1.0, time.monotonic()]
+
+            def asleep() -> int:
+                used, now = cpu_seconds(self.proc.pid), time.monotonic()
+                if used - last[0] > 0.005:
+                    last[:] = [used, now]
+                return 2 if now - last[1] >= QUIET_S else 0
+
         wait_for(
             "the scheduler to start and fall asleep",
-            lambda: self.database_descriptors() >= 2 and "fork server ready" in self.log(),
+            lambda: "scheduler ready" in self.log() and asleep() >= 2,
             STARTUP_DEADLINE_S, self.proc,
         )
         assert "watching DAG folder" in self.log()  # the folder watcher, not the once-a-second scan

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from scheduler.db import migrate
 from scheduler.db.engine import make_engine, session_scope
 from scheduler.db.models import DagRun
+from tests.backend import home_database_url
 from tests.e2e.test_scheduler_process import cli_env, wait_for
 from tests.web.test_server import basic, fetch, free_port, wait_until_serving
 
@@ -37,7 +39,7 @@ def test_standalone_migrates_reports_runs_a_dag_and_stops_on_ctrl_c(tmp_path: Pa
             [sys.executable, "-m", "scheduler.cli", "standalone"],
             stdout=out_file, stderr=err_file, text=True, env=env, cwd=home,
         )
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home))
     try:
         wait_for("the standalone banner", lambda: "stop with Ctrl-C" in out_path.read_text())
         banner = out_path.read_text()
@@ -51,7 +53,7 @@ def test_standalone_migrates_reports_runs_a_dag_and_stops_on_ctrl_c(tmp_path: Pa
                  lambda: fetch(f"http://127.0.0.1:{port}/api/v1/health")[2]["scheduler"]["status"] == "healthy")
         assert fetch(f"http://127.0.0.1:{port}/api/v1/dags", basic("admin", password))[0] == 200
         assert fetch(f"http://127.0.0.1:{port}/api/v1/dags", basic("admin", "not-the-password"))[0] == 401
-        wait_for("the database to be migrated", lambda: (home / "updraft.db").exists())
+        wait_for("the database to be migrated", lambda: migrate.current_revision(engine) == migrate.HEAD_REVISION)
         trigger = subprocess.run(
             [sys.executable, "-m", "scheduler.cli", "dags", "unpause", "hello"],
             capture_output=True, text=True, env=env, cwd=home, timeout=60,
@@ -83,7 +85,7 @@ def test_standalone_migrates_reports_runs_a_dag_and_stops_on_ctrl_c(tmp_path: Pa
     assert out.count(password) == 1
     assert "updraft standalone" in out
     assert f"dags folder: {home / 'dags'}" in out
-    assert f"database:    sqlite:///{home / 'updraft.db'}" in out
+    assert f"database:    {home_database_url(home)}" in out
     assert "LocalExecutor" in out
     assert "scheduler stopped (received SIGINT)" in err
     log = home / "logs" / "dag_id=hello" / "run_id=r1" / "task_id=say" / "attempt=1.log"

@@ -18,6 +18,7 @@ from scheduler.db import migrate
 from scheduler.db.engine import make_engine, session_scope
 from scheduler.db.models import Base, Pool, Variable
 from scheduler.exceptions import DatabaseError
+from tests.backend import home_database_url
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -163,6 +164,7 @@ def test_check_says_what_to_do(engine: Engine) -> None:
         migrate.upgrade(engine)
 
 
+@pytest.mark.sqlite_only
 def test_unreachable_databases_raise_database_error_with_the_password_masked(tmp_path: Path) -> None:
     closed_port = make_engine("postgresql+psycopg://updraft:s3cret@127.0.0.1:1/meta")
     a_directory = make_engine(f"sqlite:///{tmp_path}")
@@ -196,9 +198,10 @@ def test_concurrent_upgrades_of_a_fresh_database_all_succeed_once(empty_url: str
         engine.dispose()
 
 
+@pytest.mark.empty_database
 def test_developer_alembic_cli_uses_the_packaged_environment(tmp_path: Path) -> None:
     """`alembic` from the repository root (alembic.ini): upgrade, then `check` finds nothing to autogenerate."""
-    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    url = home_database_url(tmp_path)  # a SQLite file, or an empty PostgreSQL database (by the pass)
     for args in (["upgrade", "head"], ["check"]):
         done = subprocess.run(
             [sys.executable, "-m", "alembic", "-x", f"url={url}", *args],

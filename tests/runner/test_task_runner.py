@@ -17,6 +17,7 @@ from scheduler.db.engine import session_scope
 from scheduler.db.models import Log, TaskInstance, TaskInstanceHistory, TaskReschedule, XCom
 from scheduler.task_runner import log_path
 from scheduler.workloads import CallbackWorkload
+from tests.backend import clean_environ
 
 from .harness import LOGICAL_DATE, RUN_ID, Env, process_gone, wait_for
 
@@ -431,7 +432,7 @@ def test_cli_tasks_run(env: Env) -> None:
             BashOperator(task_id="t", bash_command="echo from the cli")
     """)
     ids = env.queue("cli", path, {"t": "queued"})
-    cli_env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    cli_env = clean_environ()
     cli_env.update({
         "UPDRAFT_HOME": str(env.tmp / "home"),
         "UPDRAFT__DATABASE__SQL_ALCHEMY_CONN": env.url,

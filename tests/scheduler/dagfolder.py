@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from scheduler.config import Settings, load_settings
+from tests.backend import database_environ
 
 
 def dag_source(
@@ -36,6 +37,7 @@ def folder_settings(tmp_path: Path, folder: Path, *, import_timeout: str = "20",
         "UPDRAFT__CORE__DAGS_FOLDER": str(folder),
         "UPDRAFT__CORE__DAGBAG_IMPORT_TIMEOUT": import_timeout,
         "UPDRAFT__CORE__PARSING_PROCESSES": processes,
+        **database_environ(),
         **extra,
     }
     return load_settings(env, cwd=tmp_path)

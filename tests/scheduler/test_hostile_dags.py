@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from scheduler.dag_processing import SyncReport, sync_dag_folder
 from scheduler.db import migrate
 from scheduler.db.engine import make_engine, session_scope
 from scheduler.db.models import Dag, DagCode, ParseImportError, SerializedDag
+from tests.backend import pass_database_env
 
 HEADER = "from datetime import datetime\nfrom scheduler import DAG, EmptyOperator\n"
-TIMEOUT = "3"
+TIMEOUT = "15"  # generous: under a loaded machine a 3 s import budget ran out for files meant to crash
 BIG_LINES = 100_000  # 10 MB of comments before the DAG
 XSS = "<script>alert('x')</script>"
 
@@ -111,7 +113,16 @@ def files(pid_file: Path) -> dict[str, str | bytes]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, SyncReport, dict[str, Any], Path]:
+def world_database() -> Iterator[dict[str, str]]:
+    """The module's database: the home's SQLite file, or a PostgreSQL database (by the pass)."""
+    with pass_database_env() as entries:
+        yield entries
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, world_database: dict[str, str]
+) -> tuple[Settings, SyncReport, dict[str, Any], Path]:
     tmp = tmp_path_factory.mktemp("hostile")
     home, folder = tmp / "home", tmp / "dags"
     folder.mkdir(parents=True)
@@ -123,7 +134,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, SyncRepor
             (folder / name).write_text(content)
     settings = load_settings({"UPDRAFT_HOME": str(home), "UPDRAFT__CORE__DAGS_FOLDER": str(folder),
                               "UPDRAFT__CORE__DAGBAG_IMPORT_TIMEOUT": TIMEOUT,
-                              "UPDRAFT__CORE__PARSING_PROCESSES": "2"}, cwd=tmp)
+                              "UPDRAFT__CORE__PARSING_PROCESSES": "2", **world_database}, cwd=tmp)
     engine = make_engine(settings.sql_alchemy_conn)
     try:
         migrate.upgrade(engine)

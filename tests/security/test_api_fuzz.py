@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.backend import pass_database_env
 from tests.web.test_server import basic, cli_env, free_port, wait_until_serving
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -31,10 +32,17 @@ PASSWORD = "fuzz-password-1"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_database() -> Iterator[dict[str, str]]:
+    """The module's database: the home's SQLite file, or a PostgreSQL database (by the pass)."""
+    with pass_database_env() as entries:
+        yield entries
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, server_database: dict[str, str]) -> Iterator[str]:
     home = tmp_path_factory.mktemp("fuzz") / "home"
     shutil.copytree(REPO / "dags", home / "dags", ignore=shutil.ignore_patterns("__pycache__"))
-    env = cli_env(home)
+    env = {**cli_env(home), **server_database}
     for args in (["dags", "list"], ["users", "create", "-u", "admin", "-r", "Admin", "-p", PASSWORD]):
         done = subprocess.run([sys.executable, "-m", "scheduler.cli", *args], env=env, cwd=home,
                               capture_output=True, text=True, timeout=120)

@@ -7,7 +7,6 @@ run by the task runner in a forked child writing its real log file.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from scheduler.db.models import Connection as ConnectionRow
 from scheduler.db.models import Log, TaskInstance, Variable
 from scheduler.exceptions import ConfigError
 from scheduler.secrets_masker import MASK, MaskingStream, SecretsMasker, is_sensitive, redact_value
+from tests.backend import clean_environ, home_database_url
 from tests.runner.harness import Env, make_settings
 
 # --- the key ---------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def test_bad_connection_uris_are_refused_with_the_reason(uri: str, reason: str) 
 
 def run_cli(home: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None,
             ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    full_env = clean_environ()
     full_env["UPDRAFT_HOME"] = str(home)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], capture_output=True, text=True,
@@ -170,7 +170,7 @@ def test_variables_cli_stores_encrypted_masks_sensitive_and_audits(tmp_path: Pat
     assert run_cli(home, "variables", "delete", "cfg").returncode == 0
     assert run_cli(home, "variables", "delete", "cfg").returncode == 2
 
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home))
     try:
         with session_scope(engine, readonly=True) as session:
             rows = {v.key: v for v in session.scalars(select(Variable))}
@@ -233,7 +233,7 @@ def test_connections_cli_uri_and_options_password_never_printed(tmp_path: Path) 
     gone = run_cli(home, "connections", "delete", "api")
     assert gone.returncode == 2 and "Did not find" in gone.stderr
 
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home))
     try:
         with session_scope(engine, readonly=True) as session:
             row = session.scalars(select(ConnectionRow)).one()
@@ -313,7 +313,7 @@ with DAG("masking", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
 
 @pytest.fixture
 def runner_env(tmp_path: Path) -> Env:
-    url = f"sqlite:///{tmp_path / 'updraft.db'}"
+    url = home_database_url(tmp_path)
     engine = make_engine(url)
     migrate.upgrade(engine)
     for name in ("dags", "logs", "markers"):

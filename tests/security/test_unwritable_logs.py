@@ -15,6 +15,7 @@ from sqlalchemy import select
 from scheduler.db import migrate
 from scheduler.db.engine import make_engine, session_scope
 from scheduler.db.models import Log
+from tests.backend import home_database_url
 from tests.scheduler.test_task_scenarios import Env
 
 DAY2 = datetime(2024, 1, 2, tzinfo=UTC)
@@ -23,7 +24,7 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:correct-horse").dec
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    url = f"sqlite:///{tmp_path / 'updraft.db'}"
+    url = home_database_url(tmp_path)
     engine = make_engine(url)
     migrate.upgrade(engine)
     scenario = Env(tmp_path, engine, url)

@@ -1,4 +1,5 @@
-"""Fixtures for the web server tests: settings on a fresh migrated SQLite home, the app, a client, users."""
+"""Fixtures for the web server tests: settings on a fresh migrated home (its database: SQLite or PostgreSQL,
+by the pass), the app, a client, users."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from scheduler.config import Settings, load_settings
+from tests.backend import database_environ
 
 
 @pytest.fixture
 def web_settings(tmp_path: Path) -> Settings:
-    """Settings for $UPDRAFT_HOME = tmp_path/home, its SQLite database migrated; no secret key configured."""
+    """Settings for $UPDRAFT_HOME = tmp_path/home, its database (this pass's) migrated; no secret key configured."""
     from scheduler.db import migrate
     from scheduler.db.engine import make_engine
 
     home = tmp_path / "home"
     (home / "dags").mkdir(parents=True)
-    settings = load_settings(environ={"UPDRAFT_HOME": str(home)}, cwd=tmp_path)
+    settings = load_settings(environ={"UPDRAFT_HOME": str(home), **database_environ()}, cwd=tmp_path)
     engine = make_engine(settings.sql_alchemy_conn)
     try:
         migrate.upgrade(engine)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.db.engine import make_engine, session_scope
+from tests.backend import clean_environ, home_database_url
 from webserver.users import authenticate
 
 
@@ -22,7 +22,7 @@ def home(tmp_path: Path) -> Path:
 
 
 def updraft(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
+    env = clean_environ()
     env["UPDRAFT_HOME"] = str(home)
     return subprocess.run(
         [sys.executable, "-m", "scheduler.cli", *args],
@@ -31,7 +31,7 @@ def updraft(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def can_log_in(home: Path, username: str, password: str) -> bool:
-    engine = make_engine(f"sqlite:///{home / 'updraft.db'}")
+    engine = make_engine(home_database_url(home))
     try:
         with session_scope(engine, readonly=True) as session:
             return authenticate(session, username, password) is not None
