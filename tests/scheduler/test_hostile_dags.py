@@ -178,10 +178,17 @@ def test_a_file_that_forks_leaves_no_process_behind(world: Any) -> None:
     while Path(f"/proc/{pid}").exists() and _state_of(pid) not in ("Z", "X") and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not Path(f"/proc/{pid}").exists() or _state_of(pid) in ("Z", "X"), "the forked child still runs"
-    # Both halves of a fork that carries on answered: the file is an error, not two results mixed up.
-    error = state["errors"]["forks_and_continues.py"]
-    assert "the import returned an unreadable result" in error
-    assert not {"forked_child", "forked_parent"} & set(state["dags"])
+    # A fork that carries on: the import's own process answers, and the copy is killed with the rest of
+    # its process group when that process ends. If the copy answered too before it was killed, the file
+    # is an error; otherwise the import process's result stands. Which happens depends on scheduling,
+    # but the two results are never mixed up, and the copy never wins.
+    error = state["errors"].get("forks_and_continues.py")
+    assert "forked_child" not in state["dags"]
+    if error is not None:
+        assert "the import returned an unreadable result" in error
+        assert "forked_parent" not in state["dags"]
+    else:
+        assert "forked_parent" in state["dags"]
 
 
 def _state_of(pid: int) -> str:
