@@ -541,7 +541,7 @@ def cmd_tasks_clear(ctx: Context) -> int:
     """Clear matching task instances (back to state none, retries available again; finished runs re-queued)."""
     from scheduler.clock import to_utc, utcnow
     from scheduler.db import ti_ops
-    from scheduler.db.engine import session_scope
+    from scheduler.db.engine import retry_transient, session_scope
 
     args = ctx.args
     start = _parse_date(args.start_date, "--start-date")
@@ -578,8 +578,13 @@ def cmd_tasks_clear(ctx: Context) -> int:
     if not args.yes and not _confirm("Are you sure?"):
         print("Cancelled, nothing was cleared")
         return 0
-    with ctx.session() as session:
-        cleared = clear(session, dry_run=False)
+    def write() -> list[dict[str, Any]]:
+        with ctx.session() as session:
+            return clear(session, dry_run=False)
+
+    # A clear touches many rows of several runs beside the scheduler's and the web server's writes:
+    # on PostgreSQL a deadlock or serialization failure is possible, and the whole clear is redone.
+    cleared = retry_transient(write, what=f"DAG {args.dag_id}: clearing task instances")
     print(f"Cleared {len(cleared)} task instance(s)")
     return 0
 

@@ -230,7 +230,9 @@ def clear_task_instances(
     if states:
         query = query.where(TaskInstance.state.in_(states))
     if not dry_run:
-        query = query.with_for_update()
+        # Rows locked in one order (by id) by every clear: two clears at once wait for each other
+        # instead of deadlocking on PostgreSQL.
+        query = query.order_by(TaskInstance.id).with_for_update()
     tis = _ordered(session, dag_id, list(session.scalars(query)), shapes)
     if not dry_run:
         _clear(session, tis, shapes, now)
