@@ -123,6 +123,8 @@ class Report:
     executions: int = 0
     tries_by_number: Counter[int] = field(default_factory=Counter)
     task_kills_skipped: int = 0
+    #: Task kills that landed while the try's code ran (its journal has no end line); each must be retried.
+    mid_code_kills: int = 0
     leftovers: list[int] = field(default_factory=list)
     scheduler_log_errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -143,7 +145,7 @@ class Report:
         lines = [
             f"seed {self.plan.seed}: {self.scheduler_cycles} scheduler SIGKILL/restart cycles "
             f"({self.busy_scheduler_cycles} while runs were unfinished), "
-            f"{self.task_cycles} task-process SIGKILLs ({self.task_kills_skipped} found no try to kill), "
+            f"{self.task_cycles} task-process SIGKILLs ({self.mid_code_kills} mid-code, {self.task_kills_skipped} found no try to kill), "
             f"{self.runs} runs, {self.executions} task executions, tries by number {dict(sorted(self.tries_by_number.items()))}, "
             f"{self.seconds:.1f} s",
         ]
@@ -457,8 +459,30 @@ def check_invariants(db: str, journal: Path, plan: Plan, expected: dict[str, set
     report.tries_by_number = Counter(e.try_number for e in executions)
     killed_at = {(k.target, k.pid): k.at for k in report.kills if k.target is not None and k.pid is not None}
     v += journal_violations(executions, killed_at, {key: value[1] for key, value in tis.items()}, plan.retries)
+    v += _unretried_kills(executions, report)
     missing = {(e.dag_id, e.run_id, e.task_id) for e in executions}
     v += [f"{key} succeeded without executing" for key, (state, _, _) in tis.items() if state == "success" and key not in missing]
+
+
+def _unretried_kills(executions: list[Execution], report: Report) -> list[str]:
+    """Each try killed in the middle of its code must have been followed by a later try of its instance.
+
+    A kill can land just after the code ended (the victim was picked while it ran): that try may have
+    recorded success, so it needs no retry and is not counted in ``report.mid_code_kills``.
+    """
+    v: list[str] = []
+    for kill in report.kills:
+        if kill.target is None:
+            continue
+        dag_id, run_id, task_id, try_number = kill.target
+        same = [e for e in executions if (e.dag_id, e.run_id, e.task_id) == (dag_id, run_id, task_id)]
+        victim = [e for e in same if e.try_number == try_number and e.pid == kill.pid]
+        if not victim or victim[0].end is not None:
+            continue
+        report.mid_code_kills += 1
+        if not any(e.try_number > try_number for e in same):
+            v.append(f"{kill.detail} was killed mid-code and never retried")
+    return v
 
 
 def journal_violations(
