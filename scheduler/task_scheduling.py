@@ -33,7 +33,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scheduler.dagrun_logic import RunPlan, effective_weights, plan_run
 from scheduler.states import DagRunState, TaskInstanceState
@@ -44,8 +44,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from scheduler.config import Settings
-    from scheduler.db.models import DagRun
-    from scheduler.db.scheduling import Candidate, InFlight, TIRow
+    from scheduler.db.scheduling import Candidate, InFlight, RunRow, TIRow
     from scheduler.executors.base import BaseExecutor, ExecutorEvent
     from scheduler.serialization import SerializedDAG
 
@@ -63,7 +62,7 @@ MAX_QUEUE_PAGES = 8
 class _RunDecision:
     """What one read of a running run decided, to be written (or not) in the iteration's write."""
 
-    run: DagRun
+    run: RunRow
     sdag: SerializedDAG | None = None
     weights: dict[str, int] = field(default_factory=dict)
     rows: list[TIRow] = field(default_factory=list)
@@ -87,15 +86,8 @@ class _RunDecision:
         )
 
 
-def _dag_hash_statement() -> Any:
-    from sqlalchemy import bindparam, select
-
-    from scheduler.db.models import SerializedDag
-
-    return select(SerializedDag.dag_hash).where(SerializedDag.dag_id == bindparam("dag_id"))
-
-
-_DAG_HASH: Any = None
+#: Whether a run's DAG changed since it was deserialized (on the session's cursor: see scheduler.db.scheduling).
+_DAG_HASH = "SELECT dag_hash FROM serialized_dag WHERE dag_id = %s"
 
 
 class _DagCache:
@@ -108,19 +100,16 @@ class _DagCache:
         from sqlalchemy import select
 
         from scheduler.db.models import SerializedDag
+        from scheduler.db.raw import session_cursor
         from scheduler.serialization import SerializedDAG
 
-        connection = session.connection()  # Core, not the ORM's execution: see scheduler.db.scheduling
-        global _DAG_HASH
-        if _DAG_HASH is None:
-            _DAG_HASH = _dag_hash_statement()
-        current = connection.execute(_DAG_HASH, {"dag_id": dag_id}).scalar()
+        current = session_cursor(session).execute(_DAG_HASH, (dag_id,)).scalar()
         if current is None:
             return None
         cached = self._by_id.get(dag_id)
         if cached is not None and cached[0] == current:
             return cached[1], cached[2]
-        data = connection.execute(select(SerializedDag.data).where(SerializedDag.dag_id == dag_id)).scalar()
+        data = session.connection().execute(select(SerializedDag.data).where(SerializedDag.dag_id == dag_id)).scalar()
         if data is None:
             return None
         sdag = SerializedDAG.from_dict(data)
@@ -245,7 +234,7 @@ class TaskScheduler:
             next_due = _earliest(next_due, decision.due)
         return next_due
 
-    def _decide(self, session: Session, run: DagRun, now: datetime) -> _RunDecision:
+    def _decide(self, session: Session, run: RunRow, now: datetime) -> _RunDecision:
         from scheduler.db import scheduling
 
         found = self._dags.get(session, run.dag_id)
@@ -409,7 +398,7 @@ class TaskScheduler:
             return self._dag_callback(sdag, run, plan.run_state, reason), 1
         return None, 0
 
-    def _dag_callback(self, sdag: SerializedDAG, run: DagRun, state: DagRunState, reason: str) -> CallbackWorkload | None:
+    def _dag_callback(self, sdag: SerializedDAG, run: RunRow, state: DagRunState, reason: str) -> CallbackWorkload | None:
         wanted = "has_on_success_callback" if state is DagRunState.SUCCESS else "has_on_failure_callback"
         if not sdag.data.get(wanted):
             return None

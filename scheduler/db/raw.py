@@ -31,18 +31,26 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 
 class RawCursor:
-    """A DBAPI cursor taking ``%s`` placeholders on both backends."""
+    """A DBAPI cursor taking ``%s`` placeholders on both backends.
 
-    def __init__(self, cursor: Any, sqlite: bool, cache: dict[str, str]) -> None:
+    With ``wrap`` (the driver's base error class and the dialect), a driver error comes out
+    as SQLAlchemy's ``DBAPIError`` at once, as a session's statement would raise it.
+    """
+
+    def __init__(self, cursor: Any, sqlite: bool, cache: dict[str, str], wrap: tuple[Any, Any, Any] | None = None) -> None:
         self._cursor = cursor
         self._sqlite = sqlite
         self._cache = cache
+        self._wrap = wrap
         self.last_statement = ""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> RawCursor:
@@ -52,8 +60,25 @@ class RawCursor:
                 converted = self._cache[sql] = sql.replace("%s", "?")
             sql = converted
         self.last_statement = sql
-        self._cursor.execute(sql, tuple(params))
+        if self._wrap is None:
+            self._cursor.execute(sql, tuple(params))
+            return self
+        error, dialect, connection = self._wrap
+        try:
+            self._cursor.execute(sql, tuple(params))
+        except error as exc:
+            from scheduler.db.engine import dbapi_error_to_sqlalchemy
+
+            lost = dialect.is_disconnect(exc, connection, self._cursor)
+            raise dbapi_error_to_sqlalchemy(sql, exc, error, invalidated=lost) from exc
         return self
+
+    @property
+    def sqlite(self) -> bool:
+        return self._sqlite
+
+    def all(self) -> list[Any]:
+        return self._cursor.fetchall()  # type: ignore[no-any-return]
 
     @property
     def rowcount(self) -> int:
@@ -66,6 +91,45 @@ class RawCursor:
     def scalar(self) -> Any:
         row = self._cursor.fetchone()
         return None if row is None else row[0]
+
+
+def session_cursor(session: Session) -> RawCursor:
+    """A cursor on ``session``'s own DBAPI connection, inside the transaction the session has begun.
+
+    For the scheduler loop's hot statements: SQLAlchemy's execution of a prepared Core
+    statement costs ~30 us and its row processing ~10 us a row, against ~2 us and
+    nothing on the cursor. Values are converted as :class:`RawDb` does (:func:`db_ts`,
+    :meth:`RawDb.read_ts`). The cursor must not outlive the transaction.
+    """
+    cached = session.info.get(_CURSOR_KEY)
+    if cached is not None and cached[0] is session.get_transaction():
+        return cached[1]  # type: ignore[no-any-return]
+    connection = session.connection()
+    dialect = connection.dialect
+    driver = connection.connection.driver_connection
+    assert driver is not None  # a live pooled connection
+    cursor = RawCursor(driver.cursor(), dialect.name == "sqlite", _SESSION_STATEMENTS,
+                       (dialect.loaded_dbapi.Error, dialect, driver))
+    session.info[_CURSOR_KEY] = (session.get_transaction(), cursor)  # for the rest of this transaction
+    return cursor
+
+
+#: Statements with their placeholders converted for SQLite (shared by every session cursor).
+_SESSION_STATEMENTS: dict[str, str] = {}
+#: Where a session keeps its cursor: (the root transaction it belongs to, the cursor).
+_CURSOR_KEY = "updraft.raw_cursor"
+
+
+def db_ts(value: datetime | None, sqlite: bool) -> Any:
+    """An aware datetime as the column stores it: SQLAlchemy's naive UTC text on SQLite, as is on PostgreSQL."""
+    if value is None:
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} cannot be stored: make it timezone-aware")
+    value = value.astimezone(UTC)
+    if sqlite:
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
 
 
 class RawDb:
@@ -96,14 +160,7 @@ class RawDb:
 
     def ts(self, value: datetime | None) -> Any:
         """A datetime as the column stores it (aware required)."""
-        if value is None:
-            return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()} cannot be stored: make it timezone-aware")
-        value = value.astimezone(UTC)
-        if self.sqlite:
-            return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-        return value
+        return db_ts(value, self.sqlite)
 
     @staticmethod
     def read_ts(value: Any) -> datetime | None:

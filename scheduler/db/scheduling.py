@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import CursorResult, and_, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import CursorResult, and_, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from scheduler.db.models import DEFAULT_POOL, Dag, DagRun, Log, Pool, TaskInstance, TaskInstanceHistory
+from scheduler.db.models import DEFAULT_POOL, DagRun, Log, TaskInstance, TaskInstanceHistory
+from scheduler.db.raw import RawDb, db_ts, session_cursor
 from scheduler.serialization import SerializedDAG
 from scheduler.states import DagRunState, TaskInstanceState
 
@@ -48,14 +49,25 @@ def _scalar(session: Session, statement: Any) -> Any:
 # --- runs --------------------------------------------------------------------------------------
 
 
-_RUNNING_RUNS = select(DagRun.__table__).where(DagRun.__table__.c.state == DagRunState.RUNNING).order_by(
-    DagRun.__table__.c.id
-)
+class RunRow(NamedTuple):
+    """The columns of a running run that the loop's task side reads."""
+
+    id: int
+    dag_id: str
+    run_id: str
+    logical_date: datetime | None
+    start_date: datetime | None
 
 
-def running_runs(session: Session) -> list[Any]:
-    """Every running run, oldest start first: rows with a DagRun's attributes (read-only)."""
-    return list(_execute(session, _RUNNING_RUNS))
+_RUNNING_RUNS = "SELECT id, dag_id, run_id, logical_date, start_date FROM dag_run WHERE state = %s ORDER BY id"
+
+
+def running_runs(session: Session) -> list[RunRow]:
+    """Every running run, oldest first (by id)."""
+    read_ts = RawDb.read_ts
+    return [RunRow(pk, dag_id, run_id, read_ts(logical), read_ts(started))
+            for pk, dag_id, run_id, logical, started in
+            session_cursor(session).execute(_RUNNING_RUNS, (DagRunState.RUNNING.value,)).all()]
 
 
 def finish_run(session: Session, run_pk: int, state: DagRunState, *, now: datetime) -> bool:
@@ -71,8 +83,7 @@ def finish_run(session: Session, run_pk: int, state: DagRunState, *, now: dateti
 # --- task instances -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TIRow:
+class TIRow(NamedTuple):
     """The columns of a task instance that scheduling decisions read."""
 
     id: int
@@ -84,16 +95,18 @@ class TIRow:
     next_retry_at: datetime | None
 
 
-#: The loop's most frequent statements are built once, with bound parameters: building one costs
-#: more than running it.
-_RUN_TIS = select(
-    TaskInstance.id, TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state,
-    TaskInstance.try_number, TaskInstance.max_tries, TaskInstance.next_retry_at,
-).where(TaskInstance.dag_id == bindparam("dag_id"), TaskInstance.run_id == bindparam("run_id"))
+#: The loop's statements run on the session's DBAPI cursor (scheduler.db.raw.session_cursor): through
+#: SQLAlchemy's execution they cost the loop several times what the database does.
+_RUN_TIS = ("SELECT id, task_id, map_index, state, try_number, max_tries, next_retry_at FROM task_instance"
+            " WHERE dag_id = %s AND run_id = %s")
+_STATES = {s.value: s for s in S}
 
 
 def run_task_instances(session: Session, dag_id: str, run_id: str) -> list[TIRow]:
-    return [TIRow(*row) for row in _execute(session, _RUN_TIS, {"dag_id": dag_id, "run_id": run_id})]
+    states, read_ts = _STATES, RawDb.read_ts
+    return [TIRow(pk, task_id, index, states[state], tries, max_tries, None if retry_at is None else read_ts(retry_at))
+            for pk, task_id, index, state, tries, max_tries, retry_at in
+            session_cursor(session).execute(_RUN_TIS, (dag_id, run_id)).all()]
 
 
 def create_task_instances(
@@ -132,18 +145,16 @@ def set_ti_state(session: Session, ti_id: int, old: S, new: S, *, now: datetime)
         values.update(end_date=now)
         if new is not S.SUCCESS:
             values.update(start_date=func.coalesce(TaskInstance.start_date, now), duration=0.0)
-    if new is S.SCHEDULED:
-        result = _execute(session, _TO_SCHEDULED, {"ti_id": ti_id, "old": old, "now": now})  # the usual change
-        return _rowcount(result) == 1
+    if new is S.SCHEDULED:  # the usual change
+        cur = session_cursor(session)
+        cur.execute(_TO_SCHEDULED, (S.SCHEDULED.value, db_ts(now, cur.sqlite), ti_id, old.value))
+        return cur.rowcount == 1
     result = _execute(session, update(TaskInstance).where(TaskInstance.id == ti_id, TaskInstance.state == old).values(**values))
     return _rowcount(result) == 1
 
 
-_TO_SCHEDULED = (
-    update(TaskInstance)
-    .where(TaskInstance.id == bindparam("ti_id"), TaskInstance.state == bindparam("old"))
-    .values(state=S.SCHEDULED, updated_at=bindparam("now"), next_retry_at=None)
-)
+_TO_SCHEDULED = ("UPDATE task_instance SET state = %s, updated_at = %s, next_retry_at = NULL"
+                 " WHERE id = %s AND state = %s")
 
 
 def previous_run_states(session: Session, dag_id: str, logical_date: datetime, task_ids: Sequence[str]) -> dict[str, S] | None:
@@ -178,8 +189,7 @@ def unfinished_to(session: Session, dag_id: str, run_id: str, state: S, *, now: 
 # --- queueing --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """A scheduled task instance that may be handed to an executor."""
 
     id: int
@@ -197,16 +207,14 @@ class Candidate:
 
 
 _CANDIDATES = (
-    select(
-        TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index,
-        TaskInstance.try_number, TaskInstance.pool, TaskInstance.pool_slots, TaskInstance.priority_weight,
-        Dag.fileloc, Dag.max_active_tasks, TaskInstance.queue,
-    )
-    .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
-    .join(Dag, Dag.dag_id == TaskInstance.dag_id)
-    .where(TaskInstance.state == S.SCHEDULED, DagRun.state == DagRunState.RUNNING, Dag.is_active.is_(True))
-    .order_by(TaskInstance.priority_weight.desc(), DagRun.logical_date, DagRun.id, TaskInstance.id)
+    "SELECT ti.id, ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.try_number, ti.pool, ti.pool_slots,"
+    " ti.priority_weight, dag.fileloc, dag.max_active_tasks, ti.queue"
+    " FROM task_instance ti"
+    " JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id"
+    " JOIN dag ON dag.dag_id = ti.dag_id"
+    " WHERE ti.state = %s AND dr.state = %s AND dag.is_active = %s"
 )
+_CANDIDATES_ORDER = " ORDER BY ti.priority_weight DESC, dr.logical_date, dr.id, ti.id LIMIT %s"
 
 
 def scheduled_candidates(
@@ -217,14 +225,17 @@ def scheduled_candidates(
     ``skip_pools`` and ``skip_runs`` leave out instances that could not be queued anyway
     (a full pool, a run at its max_active_tasks), so they never hide the ones that can.
     """
-    query = _CANDIDATES.limit(limit)
+    sql = _CANDIDATES
+    params: list[Any] = [S.SCHEDULED.value, DagRunState.RUNNING.value, True]
     pools = sorted(set(skip_pools))
     if pools:
-        query = query.where(TaskInstance.pool.not_in(pools))
-    runs = sorted(set(skip_runs))
-    if runs:
-        query = query.where(tuple_(TaskInstance.dag_id, TaskInstance.run_id).not_in(runs))
-    return [Candidate(*row) for row in _execute(session, query)]
+        sql += f" AND ti.pool NOT IN ({', '.join(['%s'] * len(pools))})"
+        params += pools
+    for dag_id, run_id in sorted(set(skip_runs)):
+        sql += " AND NOT (ti.dag_id = %s AND ti.run_id = %s)"
+        params += [dag_id, run_id]
+    params.append(limit)
+    return [Candidate(*row) for row in session_cursor(session).execute(sql + _CANDIDATES_ORDER, params).all()]
 
 
 def any_scheduled(session: Session) -> bool:
@@ -237,30 +248,21 @@ def occupied_by_run(session: Session, dag_ids: Iterable[str]) -> dict[tuple[str,
     ids = sorted(set(dag_ids))
     if not ids:
         return {}
-    rows = _execute(session, _OCCUPIED, {"dag_ids": ids})
+    sql = (f"SELECT dag_id, run_id, count(*) FROM task_instance WHERE dag_id IN ({', '.join(['%s'] * len(ids))})"
+           " AND state IN (%s, %s) GROUP BY dag_id, run_id")
+    rows = session_cursor(session).execute(sql, (*ids, *OCCUPYING)).all()
     return {(dag_id, run_id): int(n) for dag_id, run_id, n in rows}
 
 
-_OCCUPIED = (
-    select(TaskInstance.dag_id, TaskInstance.run_id, func.count())
-    .where(TaskInstance.dag_id.in_(bindparam("dag_ids", expanding=True)), TaskInstance.state.in_(OCCUPYING))
-    .group_by(TaskInstance.dag_id, TaskInstance.run_id)
-)
-
-
-_POOL_SLOTS = select(Pool.pool, Pool.slots)
-_POOL_USED = (
-    select(TaskInstance.pool, func.sum(TaskInstance.pool_slots))
-    .where(TaskInstance.state.in_(OCCUPYING))
-    .group_by(TaskInstance.pool)
-)
+_POOL_SLOTS = "SELECT pool, slots FROM slot_pool"
+_POOL_USED = "SELECT pool, sum(pool_slots) FROM task_instance WHERE state IN (%s, %s) GROUP BY pool"
 
 
 def pool_open_slots(session: Session) -> dict[str, int]:
     """pool name -> slots minus the pool_slots of its queued and running task instances (may be negative)."""
-    slots = {name: int(n) for name, n in _execute(session, _POOL_SLOTS)}
-    used = _execute(session, _POOL_USED)
-    for name, n in used:
+    cur = session_cursor(session)
+    slots = {name: int(n) for name, n in cur.execute(_POOL_SLOTS).all()}
+    for name, n in cur.execute(_POOL_USED, OCCUPYING).all():
         if name in slots:
             slots[name] -= int(n or 0)
     return slots
@@ -272,23 +274,18 @@ def count_occupying(session: Session) -> int:
 
 
 _QUEUE_TI = (
-    update(TaskInstance)
-    .where(TaskInstance.id == bindparam("ti_id"), TaskInstance.state == S.SCHEDULED,
-           TaskInstance.try_number == bindparam("old_try"))
-    .values(
-        state=S.QUEUED, try_number=bindparam("new_try"), queued_dttm=bindparam("now"),
-        queued_by_job_id=bindparam("job_id"), hostname=bindparam("host"), pid=None, updated_at=bindparam("now"),
-    )
+    "UPDATE task_instance SET state = %s, try_number = %s, queued_dttm = %s, queued_by_job_id = %s, hostname = %s,"
+    " pid = NULL, updated_at = %s WHERE id = %s AND state = %s AND try_number = %s"
 )
 
 
 def queue_ti(session: Session, ti_id: int, try_number: int, *, now: datetime, job_id: int | None, hostname: str) -> bool:
     """scheduled -> queued with the next try number (compare-and-set on state and the current try)."""
-    result = _execute(session, _QUEUE_TI, {
-        "ti_id": ti_id, "old_try": try_number, "new_try": try_number + 1, "now": now, "job_id": job_id,
-        "host": hostname,
-    })
-    return _rowcount(result) == 1
+    cur = session_cursor(session)
+    stamp = db_ts(now, cur.sqlite)
+    cur.execute(_QUEUE_TI, (S.QUEUED.value, try_number + 1, stamp, job_id, hostname, stamp, ti_id, S.SCHEDULED.value,
+                            try_number))
+    return cur.rowcount == 1
 
 
 # --- lost tries ----------------------------------------------------------------------------------
