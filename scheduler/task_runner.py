@@ -182,8 +182,12 @@ def _path_safe(component: str) -> str:
 
 
 def _open_log(path: Path) -> TextIO:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+    """The try's log, opened for appending; its folder is made when missing (a zygote usually made it already)."""
+    try:
+        return open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
 
 
 # --- retry delay ------------------------------------------------------------------------------

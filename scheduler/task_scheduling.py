@@ -308,6 +308,7 @@ class TaskScheduler:
     def _apply(self, decisions: list[_RunDecision], now: datetime) -> list[CallbackWorkload]:
         """Write the decisions (compare-and-set), each run in a savepoint; the callbacks to send."""
         from scheduler.db.engine import session_scope
+        from scheduler.db.raw import savepoint
 
         callbacks: list[CallbackWorkload] = []
         finished = 0
@@ -315,7 +316,7 @@ class TaskScheduler:
         with session_scope(self.engine) as session:
             for decision in decisions:
                 try:
-                    with session.begin_nested():
+                    with savepoint(session):
                         callback, ended = self._apply_one(session, decision, now)
                 except Exception:
                     run = decision.run
@@ -334,11 +335,13 @@ class TaskScheduler:
         """Queue what the decisions just scheduled in their own transaction (one commit per iteration,
         not two); the queueing step of this iteration is then skipped. A failure here leaves the
         queueing to that step."""
+        from scheduler.db.raw import savepoint
+
         slots = self.executor.open_slots()
         if not self._wrote_scheduled or slots <= 0:
             return
         try:
-            with session.begin_nested():
+            with savepoint(session):
                 self._queued_with_decisions = self._queue_in(session, slots, now)
         except Exception:
             logger.exception("cannot queue task instances with the run decisions; the queueing step will")

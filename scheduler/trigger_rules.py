@@ -69,10 +69,15 @@ class UpstreamCounts:
         total = 0
         for state in states:
             total += 1
-            value = S(state).value
-            if value in counts:
-                counts[value] += 1
+            if state in counts:  # a state or its value: a StrEnum member hashes and compares as its value
+                counts[state] += 1
+            elif state not in _STATE_VALUES:
+                raise ValueError(f"{state!r} is not a task instance state")
         return cls(total=total, **counts)
+
+
+_STATE_VALUES = frozenset(s.value for s in S)
+_RULES = {r.value: r for r in TriggerRule}
 
 
 def evaluate(rule: TriggerRule | str, up: UpstreamCounts) -> Decision:
@@ -84,7 +89,7 @@ def evaluate(rule: TriggerRule | str, up: UpstreamCounts) -> Decision:
     mark upstream_failed is taken as soon as it is certain, without waiting for the
     other upstreams, exactly where Airflow takes it early.
     """
-    rule = TriggerRule(rule)
+    rule = _RULES.get(rule) or TriggerRule(rule)
     total = up.total - up.removed
     if total <= 0 or rule is TriggerRule.ALWAYS:
         return Decision.RUN

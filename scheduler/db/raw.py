@@ -25,6 +25,7 @@ any other unit of work.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -114,6 +115,26 @@ def session_cursor(session: Session) -> RawCursor:
     return cursor
 
 
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """A savepoint around Core and plain-SQL work in ``session`` (what ``session.begin_nested()`` does,
+    for a fifth of its cost): released when the block ends, rolled back to when it raises.
+
+    Not for work that adds ORM objects: the session would not know their rows were rolled back.
+    """
+    cursor = session_cursor(session)
+    name = f"updraft_{next(_SAVEPOINT_NAMES)}"
+    cursor.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        cursor.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        cursor.execute(f"RELEASE SAVEPOINT {name}")
+        raise
+    cursor.execute(f"RELEASE SAVEPOINT {name}")
+
+
+_SAVEPOINT_NAMES = itertools.count(1)
 #: Statements with their placeholders converted for SQLite (shared by every session cursor).
 _SESSION_STATEMENTS: dict[str, str] = {}
 #: Where a session keeps its cursor: (the root transaction it belongs to, the cursor).
