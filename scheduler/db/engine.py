@@ -197,12 +197,25 @@ def dbapi_error_to_sqlalchemy(statement: str, exc: Exception, base: type[Excepti
 
 
 def _sqlite_on_begin(conn: Connection) -> None:
+    # On the DBAPI connection itself: through SQLAlchemy's execution these one or two statements
+    # cost more than the scheduler's whole read transaction. Errors come out as SQLAlchemy's.
     readonly = bool(conn.get_execution_options().get(READONLY_OPTION, False))
-    info = conn.connection.info
-    if info.get("query_only", False) != readonly:
-        conn.exec_driver_sql(f"PRAGMA query_only = {'ON' if readonly else 'OFF'}")
-        info["query_only"] = readonly
-    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    record = conn.connection
+    driver = record.driver_connection
+    if record.info.get("query_only", False) != readonly:
+        _sqlite_run(conn, driver, f"PRAGMA query_only = {'ON' if readonly else 'OFF'}")
+        record.info["query_only"] = readonly
+    _sqlite_run(conn, driver, "BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def _sqlite_run(conn: Connection, driver: Any, sql: str) -> None:
+    import sqlite3
+
+    try:
+        driver.execute(sql)
+    except sqlite3.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, driver, None)  # type: ignore[arg-type]
+        raise dbapi_error_to_sqlalchemy(sql, exc, sqlite3.Error, invalidated=lost) from exc
 
 
 def _pg_on_begin(conn: Connection) -> None:
