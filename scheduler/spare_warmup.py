@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -34,17 +35,20 @@ if TYPE_CHECKING:
 _SYNTHETIC: tuple[Any, Any] | None = None
 
 
-def rehearse(settings: Settings, dags: dict[str, DAG] | None) -> None:
+def rehearse(settings: Settings, dags: dict[str, DAG] | None, interrupted: Callable[[], bool] = lambda: False) -> None:
     """Run a try's code paths once in this process (a spare runner), writing nothing anywhere.
 
     ``dags``: the zygote's DAGs (one of their tasks is put through a context too).
+    ``interrupted()`` is asked between the steps: once the workload is there, the rest of the
+    rehearsal would only delay it (in a burst of tries a spare is taken as soon as it is forked,
+    and the rehearsal's faults and CPU would be paid on top of the try's).
     """
     sink = io.StringIO()
     saved = (sys.stdout, sys.stderr)
     root = logging.getLogger()
     saved_handlers = list(root.handlers)
     try:
-        _rehearse(settings, dags, sink, root)
+        _rehearse(settings, dags, sink, root, interrupted)
     except Exception:  # noqa: BLE001, S110 - a rehearsal that fails only leaves the try colder
         pass
     finally:
@@ -52,7 +56,10 @@ def rehearse(settings: Settings, dags: dict[str, DAG] | None) -> None:
         root.handlers[:] = saved_handlers
 
 
-def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO, root: logging.Logger) -> None:
+def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO, root: logging.Logger,
+              interrupted: Callable[[], bool]) -> None:
+    if interrupted():
+        return
     from scheduler.clock import utcnow
     from scheduler.db.xcom_store import TryXComStore
     from scheduler.execution import execute_try
@@ -83,6 +90,8 @@ def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO
     def no_database() -> Any:
         raise RuntimeError("the rehearsal has no database")
 
+    if interrupted():
+        return
     info = _TryInfo(max_tries=0, first_try_start=None, logical_date=now, data_interval_start=now,
                     data_interval_end=now, run_type="manual", conf={}, run_start_date=now, run_state="running")
 
@@ -96,6 +105,8 @@ def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO
                           variables=lambda key: None, log=log)
         break
 
+    if interrupted():
+        return
     # A synthetic no-op PythonOperator through the whole try, and its report.
     dag, task = _synthetic()
     xcom = TryXComStore(no_database, dag_id=dag.dag_id, run_id="r", task_id=task.task_id, map_index=-1)

@@ -1475,16 +1475,26 @@ def _engine_for(settings: Settings) -> Engine | None:
     return _WARM_ENGINE[1]
 
 
-def prepare(settings: Settings) -> None:
+def prepare(settings: Settings, workload_fd: int | None = None) -> None:
     """Open this process's database connection ahead of its workload (a spare runner of the fork
-    server), so a try's claim does not wait for connecting. Failures are left for the try."""
+    server), so a try's claim does not wait for connecting, then rehearse the try until the workload
+    arrives on ``workload_fd`` (scheduler.spare_warmup). Failures are left for the try."""
     from scheduler.spare_warmup import rehearse
 
     engine = _engine_for(settings)
     if engine is not None:
         with contextlib.suppress(Exception):
             _raw_db(engine).connect()
-    rehearse(settings, _PRELOADED[2] if _PRELOADED is not None else None)
+
+    def arrived() -> bool:
+        if workload_fd is None:
+            return False
+        try:
+            return bool(select.select([workload_fd], [], [], 0)[0])
+        except (OSError, ValueError):
+            return False
+
+    rehearse(settings, _PRELOADED[2] if _PRELOADED is not None else None, arrived)
 
 
 #: (pid, engine, its RawDb): the claim, heartbeat and record statements' connections in this process.

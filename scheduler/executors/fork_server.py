@@ -177,7 +177,7 @@ def _fork_spare(settings: Any, close_in_child: list[int]) -> None:
             from scheduler.task_runner import prepare, run_workload
             from scheduler.workloads import from_json
 
-            prepare(settings)
+            prepare(settings, read_end)
             chunks = []
             while chunk := os.read(read_end, 65536):
                 chunks.append(chunk)

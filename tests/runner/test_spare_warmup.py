@@ -29,7 +29,7 @@ def test_the_rehearsal_goes_through_a_whole_try(tmp_path: Path) -> None:
     sink = io.StringIO()
     saved = (sys.stdout, sys.stderr, list(logging.getLogger().handlers))
     try:
-        _rehearse(settings, _dags(), sink, logging.getLogger())  # raises if any step fails
+        _rehearse(settings, _dags(), sink, logging.getLogger(), lambda: False)  # raises if any step fails
     finally:
         sys.stdout, sys.stderr = saved[0], saved[1]
         logging.getLogger().handlers[:] = saved[2]
@@ -70,3 +70,55 @@ def test_a_failing_rehearsal_is_harmless(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr("scheduler.execution.execute_try", broken)
     rehearse(settings, _dags())  # swallowed
     assert sys.stdout is stdout
+
+
+@pytest.mark.parametrize("arrives_after", [0, 1, 2, 99])
+def test_a_rehearsal_stops_at_the_next_step_once_the_workload_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrives_after: int
+) -> None:
+    settings = load_settings(environ={"UPDRAFT_HOME": str(tmp_path)}, cwd=tmp_path)
+    executed: list[str] = []
+    import scheduler.execution
+
+    real = scheduler.execution.execute_try
+
+    def spy(task: object, *args: object, **kwargs: object) -> object:
+        executed.append(str(getattr(task, "task_id", "")))
+        return real(task, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("scheduler.execution.execute_try", spy)
+    asked = []
+
+    def interrupted() -> bool:
+        asked.append(1)
+        return len(asked) > arrives_after
+
+    stdout = sys.stdout
+    rehearse(settings, _dags(), interrupted)
+    assert sys.stdout is stdout
+    # Asked before each of its three steps and never after it stopped; the synthetic try runs only
+    # when no workload came before its step.
+    assert len(asked) == min(arrives_after + 1, 3)
+    assert executed == (["noop"] if arrives_after >= 3 else [])
+
+
+def test_a_spare_skips_its_rehearsal_when_the_workload_is_already_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from scheduler import task_runner
+
+    settings = load_settings(environ={"UPDRAFT_HOME": str(tmp_path)}, cwd=tmp_path)
+    seen: list[bool] = []
+    monkeypatch.setattr("scheduler.spare_warmup.rehearse", lambda s, d, interrupted: seen.append(interrupted()))
+    read_end, write_end = os.pipe()
+    try:
+        task_runner.prepare(settings, read_end)
+        os.write(write_end, b"{}")
+        task_runner.prepare(settings, read_end)
+        task_runner.prepare(settings)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert seen == [False, True, False]
