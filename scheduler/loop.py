@@ -181,6 +181,8 @@ class Scheduler:
         memos: dict[str, _DagMemo] = {}
         next_due: datetime | None = None
         for head in heads:
+            if self._stop.is_set():
+                break  # stopping: the DAGs not looked at yet are the next scheduler's
             memo = self._memos.get(head.dag_id)
             active_runs = active.get(head.dag_id, 0)
             if (
@@ -349,7 +351,10 @@ class Scheduler:
         return not watching or self._folder_dirty or time.monotonic() >= self._next_rescan
 
     def stop(self, reason: str = "stop requested") -> None:
-        """Ask :meth:`run` to return after the current iteration (safe from a signal handler or another thread)."""
+        """Ask :meth:`run` to return after the current iteration (safe from a signal handler or another thread).
+
+        The iteration itself ends early: it looks at no further DAG or run and queues nothing more.
+        """
         self._stop_reason = reason
         self._stop.set()
         self._wakeup.set("stop")
@@ -373,7 +378,8 @@ class Scheduler:
             from scheduler.task_scheduling import TaskScheduler
 
             assert self.executor is not None
-            self._tasks = TaskScheduler(self.engine, self.settings, self.executor, job_id=self.job_id)
+            self._tasks = TaskScheduler(self.engine, self.settings, self.executor, job_id=self.job_id,
+                                        stopping=self._stop.is_set)
         return self._tasks
 
     def _start_job(self) -> None:

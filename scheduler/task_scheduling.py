@@ -40,6 +40,8 @@ from scheduler.states import DagRunState, TaskInstanceState
 from scheduler.workloads import CallbackWorkload, TaskWorkload
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session
 
@@ -121,8 +123,12 @@ class _DagCache:
 class TaskScheduler:
     """See the module docstring."""
 
-    def __init__(self, engine: Engine, settings: Settings, executor: BaseExecutor, *, job_id: int | None = None) -> None:
+    def __init__(self, engine: Engine, settings: Settings, executor: BaseExecutor, *, job_id: int | None = None,
+                 stopping: Callable[[], bool] = lambda: False) -> None:
         self.engine = engine
+        #: True once the scheduler is asked to stop: an iteration then ends at the next run it would
+        #: decide or write, and queues nothing more (a catch-up of thousands of runs is one iteration).
+        self.stopping = stopping
         self.settings = settings
         self.executor = executor
         self.job_id = job_id
@@ -201,6 +207,8 @@ class TaskScheduler:
             decisions = []
             with session_scope(self.engine, readonly=True) as session:
                 for run in scheduling.running_runs(session):
+                    if self.stopping():
+                        break
                     try:
                         decision = self._decide(session, run, now)
                     except Exception:
@@ -226,7 +234,7 @@ class TaskScheduler:
             self._dispatch(self._queued_with_decisions)
         for callback in callbacks:
             self.executor.queue(callback)
-        if _again and any(d.missing or (d.plan is not None and d.plan.expansions) for d in writes):
+        if _again and not self.stopping() and any(d.missing or (d.plan is not None and d.plan.expansions) for d in writes):
             # Decide the instances just created in this same pass (once: a failing insert is not retried here).
             return self.schedule_task_instances(now, _again=False)
         next_due: datetime | None = None
@@ -315,6 +323,8 @@ class TaskScheduler:
         self._queued_with_decisions = None
         with session_scope(self.engine) as session:
             for decision in decisions:
+                if self.stopping():
+                    break  # the rest is decided again by the next scheduler
                 try:
                     with savepoint(session):
                         callback, ended = self._apply_one(session, decision, now)
@@ -338,7 +348,7 @@ class TaskScheduler:
         from scheduler.db.raw import savepoint
 
         slots = self.executor.open_slots()
-        if not self._wrote_scheduled or slots <= 0:
+        if not self._wrote_scheduled or slots <= 0 or self.stopping():
             return
         try:
             with savepoint(session):
@@ -418,7 +428,7 @@ class TaskScheduler:
         from scheduler.db.engine import retry_transient, session_scope
 
         slots = self.executor.open_slots()
-        if slots <= 0:
+        if slots <= 0 or self.stopping():
             return 0
         if not self._wrote_scheduled:
             with session_scope(self.engine, readonly=True) as session:

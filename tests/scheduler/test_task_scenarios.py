@@ -530,6 +530,22 @@ def test_priority_weight_orders_queueing(env: Env) -> None:
     assert env.per_iteration[0] == 3
 
 
+def test_a_stopping_scheduler_decides_and_queues_nothing_more_and_the_next_one_carries_on(env: Env) -> None:
+    env.dag("PythonOperator(task_id='a', python_callable=ok) >> PythonOperator(task_id='b', python_callable=ok)")
+    env.trigger("r1")
+    env.step()
+    assert env.states("r1") == {"a": "success", "b": "success"}
+    env.trigger("r2")
+    env.scheduler.stop("test")
+    env.scheduler.run_once(utcnow())  # the run is started (run side) but nothing is decided or queued
+    assert env.states("r2") == {}
+    assert env.task_order() == ["a", "b"]
+    env.reconfigure()  # the next scheduler
+    env.step()
+    assert env.states("r2") == {"a": "success", "b": "success"}
+    assert env.run_state("r2") == "success"
+
+
 def test_default_weight_rule_adds_the_downstream_weights(env: Env) -> None:
     env.dag("""
         PythonOperator(task_id='x', python_callable=ok) >> EmptyOperator(task_id='y') >> EmptyOperator(task_id='z')
