@@ -162,10 +162,14 @@ def log_path(base: str | os.PathLike[str], dag_id: str, run_id: str, task_id: st
     An id that could leave its folder (a ``/``, a NUL; ids are checked where users give them,
     this is a second defence) is percent-encoded.
     """
-    path = Path(base) / f"dag_id={_path_safe(dag_id)}" / f"run_id={_path_safe(run_id)}" / f"task_id={_path_safe(task_id)}"
-    if map_index >= 0:
-        path = path / f"map_index={map_index}"
-    return path / f"attempt={try_number}.log"
+    return Path(log_folder_of(base, dag_id, run_id, task_id, map_index), f"attempt={try_number}.log")
+
+
+def log_folder_of(base: str | os.PathLike[str], dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """The folder of a task instance's try logs (see :func:`log_path`)."""
+    folder = os.path.join(base, f"dag_id={_path_safe(dag_id)}", f"run_id={_path_safe(run_id)}",
+                          f"task_id={_path_safe(task_id)}")
+    return folder if map_index < 0 else os.path.join(folder, f"map_index={map_index}")
 
 
 def callbacks_log_path(base: str | os.PathLike[str], dag_id: str, run_id: str) -> Path:

@@ -139,6 +139,9 @@ class TaskScheduler:
         self._next_dead_check = 0.0
         #: The last deciding step set some instance to scheduled.
         self._wrote_scheduled = False
+        #: Whether the last deciding step, which read every running run, saw a scheduled instance
+        #: (None: it did not read them all); the queueing step then needs no look of its own.
+        self._saw_scheduled: bool | None = None
         #: What the last deciding step queued in its own transaction (None: it queued nothing).
         self._queued_with_decisions: list[Candidate] | None = None
         self._reconciled = False
@@ -221,6 +224,8 @@ class TaskScheduler:
 
         decisions = retry_transient(read, what="deciding running runs")
         self._running_runs = len(decisions)
+        complete = not self.stopping() and all(d.sdag is not None for d in decisions)
+        self._saw_scheduled = any(r.state is S.SCHEDULED for d in decisions for r in d.rows) if complete else None
         writes = [d for d in decisions if d.writes]
         # The queueing step then knows there is work without looking (a read transaction saved).
         self._wrote_scheduled = any(
@@ -430,10 +435,14 @@ class TaskScheduler:
         slots = self.executor.open_slots()
         if slots <= 0 or self.stopping():
             return 0
+        saw, self._saw_scheduled = self._saw_scheduled, None
         if not self._wrote_scheduled:
-            with session_scope(self.engine, readonly=True) as session:
-                if not scheduling.any_scheduled(session):
-                    return 0  # no write transaction (and no wait for the write lock) for nothing
+            if saw is False:
+                return 0  # the deciding step read every running run: nothing waits to be queued
+            if saw is None:
+                with session_scope(self.engine, readonly=True) as session:
+                    if not scheduling.any_scheduled(session):
+                        return 0  # no write transaction (and no wait for the write lock) for nothing
 
         def unit() -> list[scheduling.Candidate]:
             with session_scope(self.engine) as session:

@@ -9,7 +9,7 @@ engine) from these fields and the configuration.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -80,16 +80,25 @@ Workload = TaskWorkload | CallbackWorkload
 CALLBACK_KINDS = ("dag_success", "dag_failure", "task_failure", "task_retry")
 
 
+def to_dict(workload: Workload) -> dict[str, Any]:
+    """The workload's fields, ``kind`` included (all plain JSON values)."""
+    return {f.name: getattr(workload, f.name) for f in fields(workload)}
+
+
 def to_json(workload: Workload) -> str:
-    data = asdict(workload)
-    return json.dumps(data, sort_keys=True)
+    return json.dumps(to_dict(workload), sort_keys=True)
 
 
 def from_json(text: str | bytes) -> Workload:
     """The workload encoded by :func:`to_json`; ValueError naming the problem for anything else."""
-    data: Any = json.loads(text)
+    return from_dict(json.loads(text))
+
+
+def from_dict(data: Any) -> Workload:
+    """The workload of :func:`to_dict` (or decoded JSON); ValueError naming the problem for anything else."""
     if not isinstance(data, dict):
         raise ValueError(f"workload must be a JSON object, got {type(data).__name__}")
+    data = dict(data)
     kind = data.pop("kind", None)
     try:
         if kind == "task":

@@ -106,6 +106,8 @@ _zygote_of: str | None = None
 _selector: selectors.BaseSelector | None = None
 #: The settings the server was started with.
 _SETTINGS: Any = None
+#: The base log folder, as a string (a zygote makes each try's log folder).
+_log_base: str | None = None
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -314,7 +316,7 @@ def main() -> int:
 
 def _serve(settings: Any, grace: float) -> int:
     """Read workloads on stdin and fork for them until stdin ends and every child is gone (server and zygotes)."""
-    from scheduler.workloads import from_json
+    from scheduler.workloads import from_dict
 
     def on_sigterm(signum: int, frame: Any) -> None:
         _terminate_children(grace)
@@ -368,13 +370,13 @@ def _serve(settings: Any, grace: float) -> int:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if line.strip():
-                    _handle(line, settings, close_in_child, from_json, grace)
+                    _handle(line, settings, close_in_child, from_dict, grace)
         _retire_stale()
         _reap()
     return 0
 
 
-def _handle(line: bytes, settings: Any, close_in_child: list[int], from_json: Any, grace: float) -> None:
+def _handle(line: bytes, settings: Any, close_in_child: list[int], from_dict: Any, grace: float) -> None:
     from scheduler.parse_worker import precompile
 
     try:
@@ -390,7 +392,7 @@ def _handle(line: bytes, settings: Any, close_in_child: list[int], from_json: An
         _emit({"event": "rejected", "key": None, "error": f"unknown op {op!r}"})
         return
     try:
-        workload = from_json(json.dumps(message.get("workload")))
+        workload = from_dict(message.get("workload"))
     except ValueError as exc:
         _emit({"event": "rejected", "key": None, "error": str(exc)})
         return
@@ -422,15 +424,20 @@ def _make_log_folder(workload: Any, settings: Any) -> None:
     here; the runner, which would otherwise create it on the critical path between two
     chained tasks, then finds it there. Failures are the runner's to report.
     """
-    from scheduler.task_runner import log_path
+    from scheduler.task_runner import log_folder_of
     from scheduler.workloads import TaskWorkload
 
+    global _log_base
     if not isinstance(workload, TaskWorkload):
         return
+    if _log_base is None:
+        _log_base = str(settings.log_folder)
     try:
-        path = log_path(settings.log_folder, workload.dag_id, workload.run_id, workload.task_id, workload.map_index,
-                        workload.try_number)
-        os.makedirs(path.parent, exist_ok=True)
+        folder = log_folder_of(_log_base, workload.dag_id, workload.run_id, workload.task_id, workload.map_index)
+        try:
+            os.mkdir(folder)  # usually only the task's own folder is new: one system call
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
     except (OSError, ValueError):
         pass
 
@@ -521,7 +528,7 @@ def _zygote_status(zygote: _Zygote, settings: Any,
                    close_in_child: list[int]) -> None:
     """The zygote said whether its import can serve tries (or died before saying)."""
     from scheduler.parse_worker import precompile
-    from scheduler.workloads import from_json
+    from scheduler.workloads import from_dict
 
     assert zygote.status_r is not None
     try:
@@ -547,7 +554,7 @@ def _zygote_status(zygote: _Zygote, settings: Any,
     _retire(zygote)
     for line in pending:
         message = json.loads(line)
-        workload = from_json(json.dumps(message.get("workload")))
+        workload = from_dict(message.get("workload"))
         _start(workload, line_for_spare(message), settings, close_in_child, precompile)
 
 

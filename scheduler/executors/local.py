@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from scheduler.executors.base import BaseExecutor, ExecutorEvent
-from scheduler.workloads import Workload, to_json
+from scheduler.workloads import Workload, to_dict
 
 if TYPE_CHECKING:
     from scheduler.config import Settings
@@ -160,7 +160,7 @@ class LocalExecutor(BaseExecutor):
             assert proc is not None
         with self._lock:
             self._running[workload.key] = workload
-        self._write(proc, {"op": "run", "workload": json.loads(to_json(workload))})
+        self._write(proc, {"op": "run", "workload": to_dict(workload)})
 
     @property
     def running(self) -> dict[tuple[Any, ...], Workload]:
