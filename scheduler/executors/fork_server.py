@@ -43,6 +43,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -92,6 +93,10 @@ class _Zygote:
         self.pending: list[bytes] = []
         #: Keys of the workloads passed to it (reported lost if it dies: its events came from it).
         self.keys: list[list[Any]] = []
+        #: The write end of its direct line until it is handed to the executor (see _offer_direct).
+        self.direct_w: int | None = None
+        #: The executor holds its direct line (told "retired" when the zygote is).
+        self.offered = False
 
 
 #: Live zygotes by DAG file.
@@ -102,6 +107,12 @@ _retired: dict[int, _Zygote] = {}
 _unusable: dict[str, tuple[int, int, int]] = {}
 #: The current zygote's file (set in a zygote; None in the server).
 _zygote_of: str | None = None
+#: In the server: the Unix socket on which zygotes' direct lines go to the executor (None: no direct lines).
+_direct_sock: socket.socket | None = None
+#: In a zygote: the read end of its direct line (workloads the executor writes to it without the server).
+_direct_in: int | None = None
+#: Zygotes reaped recently: pid -> exit code (a workload the executor wrote directly to one may be noted late).
+_gone: dict[int, int] = {}
 #: The serving loop's selector.
 _selector: selectors.BaseSelector | None = None
 #: The settings the server was started with.
@@ -216,6 +227,9 @@ def _reap() -> None:
             _retired.pop(pid, None)
             zygote = live
         if zygote is not None:
+            _gone[pid] = os.waitstatus_to_exitcode(status)
+            while len(_gone) > 64:
+                del _gone[next(iter(_gone))]
             if status != 0 and zygote.keys:
                 # Its tries' events came from it: the executor learns of the ones still running here
                 # (the scheduler then checks each in the database; a try still alive records itself).
@@ -302,7 +316,9 @@ def main() -> int:
     from scheduler.config import load_settings
     from scheduler.task_runner import warm_up
 
-    global _SETTINGS
+    global _SETTINGS, _direct_sock
+    if len(sys.argv) == 3 and sys.argv[1] == "--direct-fd":
+        _direct_sock = socket.socket(fileno=int(sys.argv[2]))
     settings = _SETTINGS = load_settings()
     warm_up(settings)  # every child starts with what a try needs already imported
     # Objects that exist now are never collected by the children's garbage collector, so it
@@ -331,14 +347,22 @@ def _serve(settings: Any, grace: float) -> int:
 
     global _selector
     selector = _selector = selectors.DefaultSelector()
-    selector.register(0, selectors.EVENT_READ, "stdin")
     selector.register(wake_r, selectors.EVENT_READ, "sigchld")
     close_in_child = [wake_r, wake_w, selector.fileno()] if hasattr(selector, "fileno") else [wake_r, wake_w]
+    #: What the server (or zygote) reads workload lines from, with each one's unfinished line: stdin,
+    #: and in a zygote its direct line from the executor. It serves until both ended.
+    inputs: dict[int, bytes] = {0: b""}
+    if _direct_in is not None:
+        inputs[_direct_in] = b""
+        close_in_child.append(_direct_in)
+    if _direct_sock is not None:
+        close_in_child.append(_direct_sock.fileno())
+    for fd in inputs:
+        selector.register(fd, selectors.EVENT_READ, "input")
     if _zygote_of is None:
         _emit({"event": "ready", "key": None, "pid": os.getpid()})
-    buffer = b""
-    reading = True
-    while reading or _children or _dismissed or _zygotes or _retired:
+    while inputs or _children or _dismissed or _zygotes or _retired:
+        reading = bool(inputs)
         timeout = 1.0 if reading else 0.2
         if reading and _zygote_of is not None and len(_spares) < SPARES:
             wait = _spare_taken_at + SPARE_REFILL_DELAY_S - time.monotonic()
@@ -358,19 +382,24 @@ def _serve(settings: Any, grace: float) -> int:
             if isinstance(selected.data, _Zygote):
                 _zygote_status(selected.data, settings, close_in_child)
                 continue
-            chunk = os.read(0, 65536)
+            fd = selected.fd
+            chunk = os.read(fd, 65536)
             if not chunk:
-                reading = False
-                selector.unregister(0)
-                _dismiss_spares()
-                for zygote in list(_zygotes.values()):
-                    _retire(zygote)
+                del inputs[fd]
+                selector.unregister(fd)
+                if fd != 0:
+                    os.close(fd)
+                if not inputs:
+                    _dismiss_spares()
+                    for zygote in list(_zygotes.values()):
+                        _retire(zygote)
                 continue
-            buffer += chunk
+            buffer = inputs[fd] + chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if line.strip():
                     _handle(line, settings, close_in_child, from_dict, grace)
+            inputs[fd] = buffer
         _retire_stale()
         _reap()
     return 0
@@ -396,6 +425,9 @@ def _handle(line: bytes, settings: Any, close_in_child: list[int], from_dict: An
     except ValueError as exc:
         _emit({"event": "rejected", "key": None, "error": str(exc)})
         return
+    if _zygote_of is None and isinstance(message.get("direct"), int):
+        _note_direct(message["direct"], list(workload.key))
+        return
     if _zygote_of is None and _to_zygote(workload.fileloc, list(workload.key), line, settings, close_in_child):
         return
     _start(workload, line_for_spare(message), settings, close_in_child, precompile)
@@ -415,6 +447,19 @@ def _start(workload: Any, spare_line: bytes, settings: Any, close_in_child: list
     _emit({"event": "started", "key": key, "pid": pid})
     if _zygote_of is not None:
         _make_log_folder(workload, settings)
+
+
+def _note_direct(pid: int, key: list[Any]) -> None:
+    """The executor wrote a workload straight to zygote ``pid`` (its direct line): keep its key
+    there (reported lost if the zygote dies) and count it as the zygote's use."""
+    zygote = next((z for z in _zygotes.values() if z.pid == pid), None) or _retired.get(pid)
+    if zygote is not None:
+        zygote.keys.append(key)
+        zygote.last_used = time.monotonic()
+        return
+    code = _gone.get(pid)
+    if code:  # it died before this note came: whether it read the workload is unknown
+        _emit({"event": "lost", "keys": [key], "key": None, "returncode": code})
 
 
 def _make_log_folder(workload: Any, settings: Any) -> None:
@@ -470,22 +515,29 @@ def _to_zygote(fileloc: str, key: list[Any], line: bytes, settings: Any, close_i
 
 
 def _spawn_zygote(fileloc: str, signature: tuple[int, int, int], settings: Any, close_in_child: list[int]) -> _Zygote:
-    global _zygote_of
+    global _zygote_of, _direct_in, _direct_sock
     stdin_r, stdin_w = os.pipe()
     status_r, status_w = os.pipe()
+    direct_r, direct_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
-            for fd in [stdin_w, status_r, *close_in_child, *_spares.values(),
-                       *(z.stdin_w for z in (*_zygotes.values(), *_retired.values())),
-                       *(z.status_r for z in (*_zygotes.values(), *_retired.values()) if z.status_r is not None)]:
+            if _direct_sock is not None:
+                _direct_sock.detach()  # its descriptor is closed below, with the server's other channels
+                _direct_sock = None
+            zygotes = (*_zygotes.values(), *_retired.values())
+            for fd in [stdin_w, status_r, direct_w, *close_in_child, *_spares.values(),
+                       *(z.stdin_w for z in zygotes),
+                       *(z.direct_w for z in zygotes if z.direct_w is not None),
+                       *(z.status_r for z in zygotes if z.status_r is not None)]:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
             os.dup2(stdin_r, 0)
             os.close(stdin_r)
+            _direct_in = direct_r
             _children.clear()
             _spares.clear()
             _dismissed.clear()
@@ -517,7 +569,9 @@ def _spawn_zygote(fileloc: str, signature: tuple[int, int, int], settings: Any, 
             os._exit(code)
     os.close(stdin_r)
     os.close(status_w)
+    os.close(direct_r)
     zygote = _Zygote(pid, fileloc, signature, stdin_w, status_r)
+    zygote.direct_w = direct_w
     _zygotes[fileloc] = zygote
     assert _selector is not None
     _selector.register(status_r, selectors.EVENT_READ, zygote)
@@ -544,6 +598,7 @@ def _zygote_status(zygote: _Zygote, settings: Any,
         zygote.state = "ready"
         for line in pending:
             _send(zygote, line)
+        _offer_direct(zygote)
         return
     zygote.state = "unusable"
     zygote.keys = []  # its pending workloads start here, below: their events come from this server
@@ -556,6 +611,28 @@ def _zygote_status(zygote: _Zygote, settings: Any,
         message = json.loads(line)
         workload = from_dict(message.get("workload"))
         _start(workload, line_for_spare(message), settings, close_in_child, precompile)
+
+
+def _offer_direct(zygote: _Zygote) -> None:
+    """Hand the ready zygote's direct line to the executor (over the Unix socket it gave the server),
+    which then writes that file's workloads to the zygote itself: one process less between the
+    scheduler and a try. The server keeps no copy, so the zygote reads to the end of its stdin and
+    of its direct line: it serves until the server retired it and the executor, told so, closed
+    the line."""
+    fd, zygote.direct_w = zygote.direct_w, None
+    if fd is None:
+        return
+    try:
+        if _direct_sock is not None and zygote.state == "ready":
+            info = {"pid": zygote.pid, "fileloc": zygote.fileloc, "signature": list(zygote.signature)}
+            socket.send_fds(_direct_sock, [json.dumps(info).encode()], [fd])
+            zygote.offered = True
+            _emit({"event": "direct", "key": None, "pid": zygote.pid})
+    except OSError as exc:
+        sys.stderr.write(f"fork server: cannot hand the executor a direct line to its zygote ({exc})\n")
+        sys.stderr.flush()
+    finally:
+        os.close(fd)
 
 
 def _send(zygote: _Zygote, line: bytes) -> None:
@@ -584,6 +661,12 @@ def _retire(zygote: _Zygote) -> None:
         os.close(zygote.stdin_w)
     except OSError:
         pass
+    if zygote.direct_w is not None:
+        os.close(zygote.direct_w)
+        zygote.direct_w = None
+    if zygote.offered:  # the executor closes its direct line: the zygote then reads to its end and exits
+        zygote.offered = False
+        _emit({"event": "retired", "key": None, "pid": zygote.pid})
     _retired[zygote.pid] = zygote
 
 

@@ -5,6 +5,15 @@ folder-watcher thread and locks a child must not inherit). Instead it starts
 :mod:`scheduler.executors.fork_server` once, writes one line per workload to its stdin
 and reads events from its stdout in a background thread, which calls ``on_event`` so
 the loop wakes the moment a try ends.
+
+Direct lines: once a DAG file's zygote is ready, the server hands the executor the write
+end of a pipe the zygote reads (over a Unix socket, ``--direct-fd``), and the executor
+writes that file's workloads to the zygote itself while the file is unchanged: the server
+is then one process wake-up less on every try's way (~1 ms on a busy machine). It still
+gets a note of each such workload (``"direct": pid``), after the zygote did, to count the
+zygote's use and report its tries lost if it dies. When the server retires a zygote it
+says so and the executor closes its line; the zygote serves until both its stdin and its
+direct line ended, so nothing written to it is dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -56,6 +66,8 @@ class LocalExecutor(BaseExecutor):
         self._last_busy = time.monotonic()
         #: Fork servers stopped for idleness, reaped as they go.
         self._stopped: list[subprocess.Popen[bytes]] = []
+        #: Direct lines to zygotes: zygote pid -> (its fork server, DAG file, file signature, write end).
+        self._direct: dict[int, tuple[subprocess.Popen[bytes], str, tuple[int, ...], int]] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -88,6 +100,7 @@ class LocalExecutor(BaseExecutor):
             return
         logger.info("LocalExecutor: nothing ran for %.0f s; stopping the fork server (pid %d) until the next run",
                     IDLE_STOP_S, proc.pid)
+        self._close_direct(proc)
         with contextlib.suppress(OSError):
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -97,17 +110,25 @@ class LocalExecutor(BaseExecutor):
         env = dict(os.environ)
         env = {k: v for k, v in env.items() if not k.startswith("UPDRAFT__")}
         env.update(self.settings.to_environ())
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.executors.fork_server"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-            bufsize=0,
-        )
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "scheduler.executors.fork_server", "--direct-fd", str(theirs.fileno())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+                bufsize=0,
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         assert self._proc.stdout is not None
         self._reader = threading.Thread(
-            target=self._read_events, args=(self._proc, self._proc.stdout), name="executor-events", daemon=True
+            target=self._read_events, args=(self._proc, self._proc.stdout, ours), name="executor-events", daemon=True
         )
         self._reader.start()
         logger.info("LocalExecutor: fork server started (pid %d), parallelism %d", self._proc.pid, self.parallelism)
@@ -120,6 +141,7 @@ class LocalExecutor(BaseExecutor):
         proc = self._proc
         if proc is None:
             return
+        self._close_direct(proc)
         try:
             if proc.stdin is not None:
                 if timeout <= 0:
@@ -160,7 +182,78 @@ class LocalExecutor(BaseExecutor):
             assert proc is not None
         with self._lock:
             self._running[workload.key] = workload
-        self._write(proc, {"op": "run", "workload": to_dict(workload)})
+        message: dict[str, Any] = {"op": "run", "workload": to_dict(workload)}
+        zygote = self._write_direct(proc, workload.fileloc, message)
+        if zygote is not None:
+            message["direct"] = zygote  # the server's note of it (see the module docstring)
+        self._write(proc, message)
+
+    def _write_direct(self, proc: subprocess.Popen[bytes], fileloc: str, message: dict[str, Any]) -> int | None:
+        """Write the workload to the ready zygote of its file, if there is one for the file as it is
+        now; its pid, or None (the server then routes it)."""
+        with self._lock:
+            line = next(((pid, entry) for pid, entry in self._direct.items()
+                         if entry[0] is proc and entry[1] == fileloc), None)
+        if line is None:
+            return None
+        pid, (_proc, _file, signature, fd) = line
+        try:
+            st = os.stat(fileloc)
+        except OSError:
+            return None
+        if (st.st_mtime_ns, st.st_size, st.st_ino) != signature:
+            return None  # changed: the server retires that zygote and starts one for the new file
+        data = (json.dumps(message) + "\n").encode()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as exc:  # the zygote is gone: the server learns it too, and routes from now on
+            logger.warning("LocalExecutor: the direct line to zygote %d failed (%s)", pid, exc)
+            self._forget_direct(pid)
+            return None if len(view) == len(data) else pid
+        return pid
+
+    def _forget_direct(self, pid: int) -> None:
+        with self._lock:
+            entry = self._direct.pop(pid, None)
+        if entry is not None:
+            with contextlib.suppress(OSError):
+                os.close(entry[3])
+
+    def _close_direct(self, proc: subprocess.Popen[bytes]) -> None:
+        """Close the direct lines to the zygotes of ``proc`` (it is being stopped or is gone)."""
+        with self._lock:
+            pids = [pid for pid, entry in self._direct.items() if entry[0] is proc]
+        for pid in pids:
+            self._forget_direct(pid)
+
+    def _take_direct(self, proc: subprocess.Popen[bytes], sock: socket.socket, pid: int) -> None:
+        """The server handed over zygote ``pid``'s direct line (event "direct"): keep it for its file."""
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 4096, 1)
+        except OSError as exc:
+            logger.warning("LocalExecutor: no direct line from the fork server (%s)", exc)
+            return
+        if not fds:
+            return
+        try:
+            info = json.loads(data)
+            entry = (proc, str(info["fileloc"]), tuple(int(n) for n in info["signature"]), fds[0])
+            if int(info["pid"]) != pid:
+                raise ValueError(f"a direct line for zygote {info['pid']}, announced for {pid}")
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("LocalExecutor: unreadable direct line from the fork server (%s)", exc)
+            for fd in fds:
+                os.close(fd)
+            return
+        os.set_inheritable(fds[0], False)
+        with self._lock:
+            stale = self._direct.pop(pid, None)
+            self._direct[pid] = entry
+        if stale is not None:
+            with contextlib.suppress(OSError):
+                os.close(stale[3])
 
     @property
     def running(self) -> dict[tuple[Any, ...], Workload]:
@@ -186,7 +279,14 @@ class LocalExecutor(BaseExecutor):
         except (BrokenPipeError, ValueError) as exc:
             logger.error("LocalExecutor: cannot reach the fork server (%s)", exc)
 
-    def _read_events(self, proc: subprocess.Popen[bytes], stream: IO[bytes]) -> None:
+    def _read_events(self, proc: subprocess.Popen[bytes], stream: IO[bytes], sock: socket.socket) -> None:
+        try:
+            self._serve_events(proc, stream, sock)
+        finally:
+            self._close_direct(proc)
+            sock.close()
+
+    def _serve_events(self, proc: subprocess.Popen[bytes], stream: IO[bytes], sock: socket.socket) -> None:
         for raw in stream:
             try:
                 message = json.loads(raw)
@@ -197,6 +297,14 @@ class LocalExecutor(BaseExecutor):
             event = message.get("event")
             if event == "ready":
                 logger.info("LocalExecutor: fork server ready (pid %s)", message.get("pid"))
+                continue
+            if event in ("direct", "retired"):
+                with contextlib.suppress(TypeError, ValueError):
+                    pid = int(message.get("pid"))
+                    if event == "direct":
+                        self._take_direct(proc, sock, pid)
+                    else:
+                        self._forget_direct(pid)
                 continue
             if event == "recorded":
                 # A runner committed its try's state: the loop can move on before the process exits.
