@@ -12,12 +12,16 @@ in a process group of its own, with stdin from /dev/null and stdout joined to st
 Protocol, one JSON object per line:
 
 * stdin: ``{"op": "run", "workload": <scheduler.workloads.to_json>}``,
+  ``{"op": "noted", "zygote": PID, "key": [...]}`` (the executor wrote that workload to the
+  zygote's direct line itself; see :mod:`scheduler.executors.local`),
   ``{"op": "terminate"}`` (SIGTERM every child, then SIGKILL after
   ``core.killed_task_cleanup_time``).
 * stdout: ``{"event": "ready", "key": null, "pid": N}`` once its imports are done,
   ``{"event": "started", "key": [...], "pid": N}``,
   ``{"event": "exited", "key": [...], "kind": ..., "pid": N, "returncode": R}``
-  (R negative: killed by signal -R), ``{"event": "rejected", "key": ..., "error": ...}``.
+  (R negative: killed by signal -R), ``{"event": "rejected", "key": ..., "error": ...}``,
+  ``{"event": "direct", "pid": Z}`` (zygote Z's direct line is on the executor's socket),
+  ``{"event": "retired", "pid": Z}`` (close it), ``{"event": "lost", "keys": [...]}``.
 
 Zygotes: the first task workload of a DAG file makes the server fork a **zygote** for
 that file: a child that imports the file once (:func:`scheduler.task_runner.preload`)
@@ -417,6 +421,13 @@ def _handle(line: bytes, settings: Any, close_in_child: list[int], from_dict: An
     if op == "terminate":
         _terminate_children(grace)
         return
+    if op == "noted" and _zygote_of is None:
+        zygote, key = message.get("zygote"), message.get("key")
+        if isinstance(zygote, int) and isinstance(key, list):
+            _note_direct(zygote, key)
+        else:
+            _emit({"event": "rejected", "key": None, "error": f"malformed note: {line[:200]!r}"})
+        return
     if op != "run":
         _emit({"event": "rejected", "key": None, "error": f"unknown op {op!r}"})
         return
@@ -424,9 +435,6 @@ def _handle(line: bytes, settings: Any, close_in_child: list[int], from_dict: An
         workload = from_dict(message.get("workload"))
     except ValueError as exc:
         _emit({"event": "rejected", "key": None, "error": str(exc)})
-        return
-    if _zygote_of is None and isinstance(message.get("direct"), int):
-        _note_direct(message["direct"], list(workload.key))
         return
     if _zygote_of is None and _to_zygote(workload.fileloc, list(workload.key), line, settings, close_in_child):
         return

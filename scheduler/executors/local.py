@@ -10,7 +10,7 @@ Direct lines: once a DAG file's zygote is ready, the server hands the executor t
 end of a pipe the zygote reads (over a Unix socket, ``--direct-fd``), and the executor
 writes that file's workloads to the zygote itself while the file is unchanged: the server
 is then one process wake-up less on every try's way (~1 ms on a busy machine). It still
-gets a note of each such workload (``"direct": pid``), after the zygote did, to count the
+gets a note of each such workload (``{"op": "noted"}``: the zygote and the key), after the zygote did, to count the
 zygote's use and report its tries lost if it dies. When the server retires a zygote it
 says so and the executor closes its line; the zygote serves until both its stdin and its
 direct line ended, so nothing written to it is dropped.
@@ -184,8 +184,8 @@ class LocalExecutor(BaseExecutor):
             self._running[workload.key] = workload
         message: dict[str, Any] = {"op": "run", "workload": to_dict(workload)}
         zygote = self._write_direct(proc, workload.fileloc, message)
-        if zygote is not None:
-            message["direct"] = zygote  # the server's note of it (see the module docstring)
+        if zygote is not None:  # the server's note of it (see the module docstring)
+            message = {"op": "noted", "zygote": zygote, "key": list(workload.key)}
         self._write(proc, message)
 
     def _write_direct(self, proc: subprocess.Popen[bytes], fileloc: str, message: dict[str, Any]) -> int | None:

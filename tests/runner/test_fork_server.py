@@ -195,3 +195,33 @@ def test_a_dead_zygote_reports_its_running_tries_lost_and_they_record_themselves
     assert [ids["t0"], 1] in lost["keys"] and lost["returncode"] == -signal.SIGKILL
     (env.markers / "wake").write_text("")
     wait_for(lambda: env.ti(ids["t0"]).state == "success", "the orphaned try to record its success")
+
+
+def test_a_note_of_a_workload_written_to_a_zygote_that_died_meanwhile_is_a_lost_try(env: Env, server: Server) -> None:
+    """The executor wrote a workload down a zygote's direct line; its note reaches the server after
+    the zygote died: nobody knows whether the zygote read it, so the server reports it lost."""
+    from .harness import wait_for
+
+    path = env.write_dag("counted", SLEEPY)
+    ids = env.queue("counted", path, {"t0": "queued"})
+    server.run(env.workload(ids["t0"], "counted", "t0", path))
+    zygote = _parent_of(int(wait_for(lambda: env.marker("napping"), "the try to start")))
+    os.kill(zygote, signal.SIGKILL)
+    server.wait_event(lambda e: e["event"] == "lost")
+    assert server.proc.stdin is not None
+    server.proc.stdin.write(json.dumps({"op": "noted", "zygote": zygote, "key": [4242, 3]}).encode() + b"\n")
+    lost = server.wait_event(lambda e: e["event"] == "lost")
+    assert lost["keys"] == [[4242, 3]]
+    (env.markers / "wake").write_text("")
+
+
+def test_a_malformed_note_is_rejected_and_the_server_goes_on(env: Env, server: Server) -> None:
+    assert server.proc.stdin is not None
+    server.proc.stdin.write(json.dumps({"op": "noted", "zygote": "nine", "key": 7}).encode() + b"\n")
+    rejected = server.wait_event(lambda e: e["event"] == "rejected")
+    assert "malformed note" in rejected["error"]
+    path = env.write_dag("counted", SLEEPY)
+    ids = env.queue("counted", path, {"t0": "queued"})
+    (env.markers / "wake").write_text("")  # the task does not wait
+    server.run(env.workload(ids["t0"], "counted", "t0", path))
+    assert server.exited(ids["t0"])["returncode"] == 0
