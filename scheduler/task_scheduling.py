@@ -8,6 +8,9 @@ run side) has four named steps, each a series of short transactions:
    queued or running died without a word (killed, out of memory, a broken runner):
    that try fails, with a retry if it has tries left, and its failure or retry
    callback is sent to run elsewhere.
+   Before it, :meth:`~TaskScheduler.follow_recorded`: a try whose runner announced its
+   record may have a successor noted when the try was queued (one that waited only for
+   it); if the database confirms, that successor is queued at once, ahead of step 2.
 2. :meth:`~TaskScheduler.schedule_task_instances`: for each running run, create the
    task instances it lacks (at its start, or for tasks added to the DAG), mark removed
    ones, apply ``dagrun_timeout``, then let :func:`scheduler.dagrun_logic.plan_run`
@@ -58,6 +61,23 @@ S = TaskInstanceState
 DEAD_TASK_CHECK_SECONDS = 5.0
 #: Pages of scheduled candidates read per queueing step when blocked ones fill a page.
 MAX_QUEUE_PAGES = 8
+#: At most this many successor hints are kept (see :meth:`TaskScheduler.follow_recorded`).
+MAX_SUCCESSOR_HINTS = 10_000
+
+
+@dataclass(frozen=True)
+class _Successor:
+    """A task the last decision found waiting only for one queued try to succeed (all_success, its
+    other upstreams succeeded): when that try's runner announces its record, the loop checks this
+    and queues the task before deciding everything again (:meth:`TaskScheduler.follow_recorded`)."""
+
+    try_number: int
+    run_pk: int
+    ti_id: int
+    #: The task instance ids of all its upstreams (the try's own included), each to be a success.
+    upstream_ids: tuple[int, ...]
+    #: The run's dagrun_timeout moment (None: none): past it, the full decision handles the run.
+    timeout_at: datetime | None
 
 
 @dataclass
@@ -147,6 +167,12 @@ class TaskScheduler:
         self._reconciled = False
         #: How many runs were running at the last decision (the executor keeps warm while any are).
         self._running_runs = 0
+        #: Queued task instance id -> the tasks that wait only for its success (see follow_recorded).
+        self._successors: dict[int, list[_Successor]] = {}
+        #: Tries queued in this iteration (their successors are noted at its end) and its decisions.
+        self._to_note: list[Candidate] = []
+        self._last_decisions: list[_RunDecision] = []
+        self._downstream: dict[str, tuple[SerializedDAG, dict[str, list[str]]]] = {}
         self._warned_pools: set[str] = set()
         #: Runs this scheduler finished (the run side then has work: queued runs, held-back runs).
         self.runs_finished = 0
@@ -156,6 +182,7 @@ class TaskScheduler:
         if not self._reconciled:
             self.reconcile_at_start(now)
             self._reconciled = True
+        self.follow_recorded(now)
         self.process_executor_events(now)
         if time.monotonic() >= self._next_dead_check:
             self._next_dead_check = time.monotonic() + DEAD_TASK_CHECK_SECONDS
@@ -165,6 +192,9 @@ class TaskScheduler:
         if self._queued_with_decisions is None:
             self.queue_task_instances(now)
         self.executor.keep_warm(self._running_runs > 0)
+        if self._to_note:
+            self._note_successors(self._last_decisions, self._to_note)
+            self._to_note = []
         return next_due
 
     # --- 1. ended processes --------------------------------------------------------------------
@@ -191,6 +221,109 @@ class TaskScheduler:
             if event.kind == "lost" and ti.state is S.RUNNING and _pid_alive(ti.pid) and ti.hostname == self.hostname:
                 continue  # its process outlived the executor; the heartbeat check watches it
             self._fail_lost(ti, _describe_exit(event), now)
+
+    # --- 1b. successors of recorded tries --------------------------------------------------------------
+
+    def follow_recorded(self, now: datetime) -> int:
+        """Queue the successors of tries whose runners just announced their record, ahead of the full
+        decision; returns how many were queued.
+
+        When the loop queued a try it also noted each downstream task that waited only for that
+        try (trigger rule all_success, every other upstream a success, not mapped, no
+        depends_on_past, not an EmptyOperator). Here, in one write transaction, the database says
+        whether that still holds: the try and the other upstreams succeeded, the task is still
+        'none' and its run is running. Then the task is scheduled and the usual queueing step
+        runs (priorities, pools, max_active_tasks, free slots all apply). In a chain this hands
+        the next try over before the run's full decision, which follows in the same iteration
+        and finds it queued. Anything that does not hold is left to that decision.
+        """
+        from scheduler.db.engine import retry_transient, session_scope
+        from scheduler.db.raw import session_cursor
+
+        hints: list[_Successor] = []
+        for key in self.executor.drain_recorded():
+            found = self._successors.pop(int(key[0]), None)
+            if found:
+                hints.extend(h for h in found if h.try_number == int(key[1]))
+        hints = [h for h in hints if h.timeout_at is None or now < h.timeout_at]
+        slots = self.executor.open_slots()
+        if not hints or slots <= 0 or self.stopping():
+            return 0
+
+        def unit() -> list[Candidate]:
+            from scheduler.db import scheduling
+
+            with session_scope(self.engine) as session:
+                cur = session_cursor(session)
+                ids = sorted({i for h in hints for i in (h.ti_id, *h.upstream_ids)})
+                marks = ", ".join(["%s"] * len(ids))
+                states = dict(cur.execute(f"SELECT id, state FROM task_instance WHERE id IN ({marks})", ids).all())
+                runs = sorted({h.run_pk for h in hints})
+                marks = ", ".join(["%s"] * len(runs))
+                running = {pk for pk, state in cur.execute(f"SELECT id, state FROM dag_run WHERE id IN ({marks})",
+                                                           runs).all() if state == DagRunState.RUNNING.value}
+                scheduled = False
+                for h in hints:
+                    if (h.run_pk in running and states.get(h.ti_id) == S.NONE.value
+                            and all(states.get(u) == S.SUCCESS.value for u in h.upstream_ids)):
+                        scheduled |= scheduling.set_ti_state(session, h.ti_id, S.NONE, S.SCHEDULED, now=now)
+                return self._queue_in(session, slots, now) if scheduled else []
+
+        chosen = retry_transient(unit, what="queueing the successors of recorded tries")
+        self._dispatch(chosen)
+        return len(chosen)
+
+    def _note_successors(self, decisions: list[_RunDecision], chosen: list[Candidate]) -> None:
+        """For each try just queued, the tasks that will wait only for its success (see follow_recorded)."""
+        from scheduler.dagrun_logic import runs_without_executing
+
+        by_run = {(d.run.dag_id, d.run.run_id): d for d in decisions if d.sdag is not None and d.plan is not None}
+        if len(self._successors) > MAX_SUCCESSOR_HINTS:
+            self._successors.clear()  # tries that never recorded (lost, cleared): forget them all
+        rows_of: dict[tuple[str, str], dict[str, TIRow] | None] = {}
+        for c in chosen:
+            decision = by_run.get((c.dag_id, c.run_id))
+            if decision is None or c.map_index >= 0 or decision.sdag is None:
+                continue
+            sdag = decision.sdag
+            if not self._downstream_of(sdag).get(c.task_id):
+                continue
+            if (c.dag_id, c.run_id) not in rows_of:
+                # A run with mapped instances is left to the full decision, which counts them.
+                mapped = any(r.map_index >= 0 for r in decision.rows)
+                rows_of[(c.dag_id, c.run_id)] = None if mapped else {r.task_id: r for r in decision.rows}
+            rows = rows_of[(c.dag_id, c.run_id)]
+            if rows is None:
+                continue
+            timeout_at = (decision.run.start_date + sdag.dagrun_timeout
+                          if sdag.dagrun_timeout and decision.run.start_date else None)
+            found = []
+            for task_id in self._downstream_of(sdag).get(c.task_id, ()):
+                task, row = sdag.tasks[task_id], rows.get(task_id)
+                if (row is None or row.state is not S.NONE or task.trigger_rule != "all_success"
+                        or task.get("is_mapped") or task.get("depends_on_past")
+                        or runs_without_executing(sdag, task_id)):
+                    continue
+                upstream = [rows.get(u) for u in sorted(task.upstream)]
+                if any(u is None or sdag.tasks[u.task_id].get("is_mapped")
+                       or (u.task_id != c.task_id and u.state is not S.SUCCESS) for u in upstream):
+                    continue
+                found.append(_Successor(try_number=c.try_number + 1, run_pk=decision.run.id, ti_id=row.id,
+                                        upstream_ids=tuple(u.id for u in upstream if u is not None),
+                                        timeout_at=timeout_at))
+            if found:
+                self._successors[c.id] = found
+
+    def _downstream_of(self, sdag: SerializedDAG) -> dict[str, list[str]]:
+        cached = self._downstream.get(sdag.dag_id)
+        if cached is not None and cached[0] is sdag:
+            return cached[1]
+        downstream: dict[str, list[str]] = {}
+        for task_id in sdag.task_order:
+            for upstream in sdag.tasks[task_id].upstream:
+                downstream.setdefault(upstream, []).append(task_id)
+        self._downstream[sdag.dag_id] = (sdag, downstream)
+        return downstream
 
     # --- 2. deciding -----------------------------------------------------------------------------
 
@@ -223,6 +356,7 @@ class TaskScheduler:
             return decisions
 
         decisions = retry_transient(read, what="deciding running runs")
+        self._last_decisions = decisions
         self._running_runs = len(decisions)
         complete = not self.stopping() and all(d.sdag is not None for d in decisions)
         self._saw_scheduled = any(r.state is S.SCHEDULED for d in decisions for r in d.rows) if complete else None
@@ -454,6 +588,7 @@ class TaskScheduler:
 
     def _dispatch(self, chosen: list[Candidate]) -> None:
         """Hand the queued instances to the executor (after their transaction committed)."""
+        self._to_note.extend(chosen)
         for c in chosen:
             self.executor.queue(
                 TaskWorkload(

@@ -47,6 +47,11 @@ class BaseExecutor:
     def drain_events(self) -> list[ExecutorEvent]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def drain_recorded(self) -> list[tuple[Any, ...]]:
+        """Keys of the tries whose runners announced a recorded state since the last call (executors
+        whose runners announce; the others have none)."""
+        return []
+
     @property
     def running(self) -> dict[tuple[Any, ...], Workload]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -62,6 +62,8 @@ class LocalExecutor(BaseExecutor):
         self._pids: dict[tuple[Any, ...], int] = {}
         #: Tries whose runner announced a recorded state before exiting.
         self._recorded: set[tuple[Any, ...]] = set()
+        #: The same, not yet taken by the loop (drain_recorded).
+        self._fresh_recorded: list[tuple[Any, ...]] = []
         #: When a workload last ran or a run was running (monotonic), for stopping an idle fork server.
         self._last_busy = time.monotonic()
         #: Fork servers stopped for idleness, reaped as they go.
@@ -264,6 +266,11 @@ class LocalExecutor(BaseExecutor):
         with self._lock:
             return self._pids.get(key)
 
+    def drain_recorded(self) -> list[tuple[Any, ...]]:
+        with self._lock:
+            keys, self._fresh_recorded = self._fresh_recorded, []
+        return keys
+
     def drain_events(self) -> list[ExecutorEvent]:
         with self._lock:
             events = list(self._events)
@@ -311,6 +318,7 @@ class LocalExecutor(BaseExecutor):
                 if key is not None:
                     with self._lock:
                         self._recorded.add(key)
+                        self._fresh_recorded.append(key)
                 self._on_event()
                 continue
             with self._lock:
