@@ -63,13 +63,20 @@ def run(env: Env, executor: LocalExecutor, ids: dict[str, int], task_id: str, pa
     wait_for(lambda: not executor.running, f"task {task_id}'s process to be reported ended")
 
 
-def test_workloads_go_straight_to_the_ready_zygote_and_run(env: Env, executor: LocalExecutor,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def with_a_ready_zygote(env: Env, executor: LocalExecutor) -> tuple[str, dict[str, int], int]:
+    """The DAG file, its queued instances, and the pid of its zygote once the executor holds its line
+    (task a ran through the server, which started the zygote)."""
     path = str(env.write_dag("direct", SOURCE.format(value="one")))
     ids = env.queue("direct", path, dict.fromkeys("abcdef", "queued"))
-    run(env, executor, ids, "a", path)  # through the server: it starts the zygote
+    run(env, executor, ids, "a", path)
     wait_for(lambda: len(lines(executor, path)) == 1, "the zygote's direct line to reach the executor")
     (zygote,) = lines(executor, path)
+    return path, ids, zygote
+
+
+def test_workloads_go_straight_to_the_ready_zygote_and_run(env: Env, executor: LocalExecutor,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    path, ids, zygote = with_a_ready_zygote(env, executor)
 
     written: list[int] = []
     original = os.write
@@ -87,11 +94,7 @@ def test_workloads_go_straight_to_the_ready_zygote_and_run(env: Env, executor: L
 
 
 def test_a_changed_file_gets_a_new_zygote_and_the_old_one_leaves(env: Env, executor: LocalExecutor) -> None:
-    path = str(env.write_dag("direct", SOURCE.format(value="one")))
-    ids = env.queue("direct", path, dict.fromkeys("abcdef", "queued"))
-    run(env, executor, ids, "a", path)
-    wait_for(lambda: len(lines(executor, path)) == 1, "the first zygote's direct line")
-    (old,) = lines(executor, path)
+    path, ids, old = with_a_ready_zygote(env, executor)
 
     env.write_dag("direct", SOURCE.format(value="two, longer"))  # another size: another signature
     run(env, executor, ids, "b", path)
@@ -104,11 +107,7 @@ def test_a_changed_file_gets_a_new_zygote_and_the_old_one_leaves(env: Env, execu
 
 
 def test_a_killed_zygote_loses_no_workload(env: Env, executor: LocalExecutor) -> None:
-    path = str(env.write_dag("direct", SOURCE.format(value="one")))
-    ids = env.queue("direct", path, dict.fromkeys("abcdef", "queued"))
-    run(env, executor, ids, "a", path)
-    wait_for(lambda: len(lines(executor, path)) == 1, "the zygote's direct line")
-    (zygote,) = lines(executor, path)
+    path, ids, zygote = with_a_ready_zygote(env, executor)
     os.kill(zygote, signal.SIGKILL)
     wait_for(lambda: process_gone(zygote), "the killed zygote to be gone")
 
