@@ -70,6 +70,9 @@ class LocalExecutor(BaseExecutor):
         self._stopped: list[subprocess.Popen[bytes]] = []
         #: Direct lines to zygotes: zygote pid -> (its fork server, DAG file, file signature, write end).
         self._direct: dict[int, tuple[subprocess.Popen[bytes], str, tuple[int, ...], int]] = {}
+        #: Write ends of lines dropped, closed by the loop's thread (the only one that writes to them):
+        #: closed by the reader thread, a number could be reused under a write in progress.
+        self._closing: list[int] = []
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -83,6 +86,7 @@ class LocalExecutor(BaseExecutor):
         need the fork server, so it is started ahead of them); otherwise it is stopped once
         nothing ran for ``IDLE_STOP_S``, giving back its memory until the next run."""
         now = time.monotonic()
+        self._close_dropped()
         if wanted:
             self._last_busy = now
             if self._proc is None or self._proc.poll() is not None:
@@ -103,6 +107,7 @@ class LocalExecutor(BaseExecutor):
         logger.info("LocalExecutor: nothing ran for %.0f s; stopping the fork server (pid %d) until the next run",
                     IDLE_STOP_S, proc.pid)
         self._close_direct(proc)
+        self._close_dropped()
         with contextlib.suppress(OSError):
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -144,6 +149,7 @@ class LocalExecutor(BaseExecutor):
         if proc is None:
             return
         self._close_direct(proc)
+        self._close_dropped()
         try:
             if proc.stdin is not None:
                 if timeout <= 0:
@@ -167,6 +173,7 @@ class LocalExecutor(BaseExecutor):
                 proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        self._close_dropped()
         if proc.stdout is not None:
             proc.stdout.close()
         self._proc = None
@@ -175,6 +182,7 @@ class LocalExecutor(BaseExecutor):
 
     def queue(self, workload: Workload) -> None:
         self._last_busy = time.monotonic()
+        self._close_dropped()
         proc = self._proc
         if proc is None or proc.poll() is not None:
             if proc is not None:
@@ -213,15 +221,24 @@ class LocalExecutor(BaseExecutor):
         except OSError as exc:  # the zygote is gone: the server learns it too, and routes from now on
             logger.warning("LocalExecutor: the direct line to zygote %d failed (%s)", pid, exc)
             self._forget_direct(pid)
+            self._close_dropped()
             return None if len(view) == len(data) else pid
         return pid
 
     def _forget_direct(self, pid: int) -> None:
+        """Drop zygote ``pid``'s line (any thread); the loop's thread closes it (_close_dropped)."""
         with self._lock:
             entry = self._direct.pop(pid, None)
-        if entry is not None:
+            if entry is not None:
+                self._closing.append(entry[3])
+
+    def _close_dropped(self) -> None:
+        """Close the lines dropped since (the loop's thread: every iteration, and before it writes)."""
+        with self._lock:
+            fds, self._closing = self._closing, []
+        for fd in fds:
             with contextlib.suppress(OSError):
-                os.close(entry[3])
+                os.close(fd)
 
     def _close_direct(self, proc: subprocess.Popen[bytes]) -> None:
         """Close the direct lines to the zygotes of ``proc`` (it is being stopped or is gone)."""
@@ -253,9 +270,8 @@ class LocalExecutor(BaseExecutor):
         with self._lock:
             stale = self._direct.pop(pid, None)
             self._direct[pid] = entry
-        if stale is not None:
-            with contextlib.suppress(OSError):
-                os.close(stale[3])
+            if stale is not None:
+                self._closing.append(stale[3])
 
     @property
     def running(self) -> dict[tuple[Any, ...], Workload]:
