@@ -514,11 +514,11 @@ def _to_zygote(fileloc: str, key: list[Any], line: bytes, settings: Any, close_i
             _retire(min(_zygotes.values(), key=lambda z: z.last_used))
         zygote = _spawn_zygote(fileloc, signature, settings, close_in_child)
     zygote.last_used = time.monotonic()
-    zygote.keys.append(key)
     if zygote.state == "starting":
         zygote.pending.append(line)
-    else:
-        _send(zygote, line)
+    elif not _send(zygote, line):
+        return False
+    zygote.keys.append(key)
     return True
 
 
@@ -589,9 +589,6 @@ def _spawn_zygote(fileloc: str, signature: tuple[int, int, int], settings: Any, 
 def _zygote_status(zygote: _Zygote, settings: Any,
                    close_in_child: list[int]) -> None:
     """The zygote said whether its import can serve tries (or died before saying)."""
-    from scheduler.parse_worker import precompile
-    from scheduler.workloads import from_dict
-
     assert zygote.status_r is not None
     try:
         data = os.read(zygote.status_r, 4096)
@@ -604,8 +601,11 @@ def _zygote_status(zygote: _Zygote, settings: Any,
     pending, zygote.pending = zygote.pending, []
     if data.startswith(b"ready"):
         zygote.state = "ready"
-        for line in pending:
-            _send(zygote, line)
+        for index, line in enumerate(pending):
+            if not _send(zygote, line):  # it died at once: the unsent workloads start here
+                del zygote.keys[index:]  # while it started, its keys were its pending lines', in order
+                _start_here(pending[index:], settings, close_in_child)
+                return
         _offer_direct(zygote)
         return
     zygote.state = "unusable"
@@ -615,10 +615,17 @@ def _zygote_status(zygote: _Zygote, settings: Any,
     sys.stderr.flush()
     _unusable[zygote.fileloc] = zygote.signature
     _retire(zygote)
-    for line in pending:
+    _start_here(pending, settings, close_in_child)
+
+
+def _start_here(lines: list[bytes], settings: Any, close_in_child: list[int]) -> None:
+    """Start workload lines meant for a zygote in this server's own spares or children."""
+    from scheduler.parse_worker import precompile
+    from scheduler.workloads import from_dict
+
+    for line in lines:
         message = json.loads(line)
-        workload = from_dict(message.get("workload"))
-        _start(workload, line_for_spare(message), settings, close_in_child, precompile)
+        _start(from_dict(message.get("workload")), line_for_spare(message), settings, close_in_child, precompile)
 
 
 def _offer_direct(zygote: _Zygote) -> None:
@@ -643,15 +650,19 @@ def _offer_direct(zygote: _Zygote) -> None:
         os.close(fd)
 
 
-def _send(zygote: _Zygote, line: bytes) -> None:
+def _send(zygote: _Zygote, line: bytes) -> bool:
+    """Write a workload line to the zygote's stdin; False when the zygote died (not reaped yet):
+    nobody reads that pipe any more, so it took nothing and the caller starts the workload itself."""
     try:
         data = memoryview(line + b"\n")
         while data:
             data = data[os.write(zygote.stdin_w, data):]
-    except OSError as exc:  # the zygote died: the scheduler learns of the lost try from its heartbeat check
-        sys.stderr.write(f"fork server: the zygote for {zygote.fileloc} is gone ({exc})\n")
+        return True
+    except OSError as exc:
+        sys.stderr.write(f"fork server: the zygote for {zygote.fileloc} is gone ({exc}); its workload starts here\n")
         sys.stderr.flush()
         _retire(zygote)
+        return False
 
 
 def _retire(zygote: _Zygote) -> None:

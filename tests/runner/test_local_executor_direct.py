@@ -115,3 +115,23 @@ def test_a_killed_zygote_loses_no_workload(env: Env, executor: LocalExecutor) ->
     run(env, executor, ids, "b", path)  # the write to its line fails; the server routes b
     assert zygote not in lines(executor, path)
     assert returned(env, "b") == "one"
+
+
+def test_a_zygote_dead_but_not_reaped_yet_loses_no_workload(env: Env, executor: LocalExecutor) -> None:
+    """The server holds the routed workload before it has reaped the zygote (stopped meanwhile here,
+    which forces the order a busy machine can take): its write to the dead zygote fails, and it
+    starts the workload itself."""
+    path, ids, zygote = with_a_ready_zygote(env, executor)
+    server = executor._proc
+    assert server is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        os.kill(zygote, signal.SIGKILL)
+        wait_for(lambda: process_gone(zygote), "the killed zygote to be gone")
+        executor.queue(env.workload(ids["b"], "direct", "b", path))  # its line fails: routed to the server
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    wait_for(lambda: env.ti(ids["b"]).state is S.SUCCESS, "task b to succeed")
+    assert returned(env, "b") == "one"
+    wait_for(lambda: not executor.running, "b's process to be reported ended")
+    assert all(event.kind != "lost" for event in executor.drain_events())
