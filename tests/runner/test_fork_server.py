@@ -225,3 +225,54 @@ def test_a_malformed_note_is_rejected_and_the_server_goes_on(env: Env, server: S
     (env.markers / "wake").write_text("")  # the task does not wait
     server.run(env.workload(ids["t0"], "counted", "t0", path))
     assert server.exited(ids["t0"])["returncode"] == 0
+
+
+POLICY = """
+import os
+
+def report():
+    marker(f"policy-{os.getpid()}", os.sched_getscheduler(0))
+
+with DAG("policy", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+    for i in range(2):
+        PythonOperator(task_id=f"t{i}", python_callable=report)
+"""
+
+
+def _children_of(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _policies(env: Env) -> dict[int, int]:
+    """try pid -> the scheduling policy it ran its task under."""
+    return {int(p.name.split("-")[1]): int(p.read_text()) for p in env.markers.glob("policy-*")}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="needs Linux scheduling policies")
+def test_spares_wait_at_idle_priority_and_run_their_try_at_normal_priority(env: Env, server: Server) -> None:
+    from scheduler.executors.fork_server import _probe_idle_priority
+
+    from .harness import wait_for
+
+    if not _probe_idle_priority():
+        pytest.skip("this user may not raise a process back from idle priority (spares then stay normal)")
+    path = env.write_dag("policy", POLICY)
+    ids = env.queue("policy", path, {"t0": "queued", "t1": "queued"})
+    server.run(env.workload(ids["t0"], "policy", "t0", path))
+    assert server.exited(ids["t0"])["returncode"] == 0
+    (first,) = _policies(env)
+    (zygote,) = _children_of(server.proc.pid)
+
+    def ready_spares() -> list[int] | None:
+        found = [pid for pid in _children_of(zygote) if pid != first]  # the first try may not be reaped yet
+        return found if len(found) == 2 else None
+
+    spares = wait_for(ready_spares, "the zygote's two spares")
+    assert all(os.sched_getscheduler(pid) == os.SCHED_IDLE for pid in spares)
+
+    server.run(env.workload(ids["t1"], "policy", "t1", path))
+    assert server.exited(ids["t1"])["returncode"] == 0
+    (second,) = set(_policies(env)) - {first}
+    assert second in spares  # a spare took it ...
+    assert _policies(env)[second] == os.SCHED_OTHER  # ... raised to normal priority before it ran the task
+    assert server.close() == 0
