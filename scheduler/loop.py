@@ -143,8 +143,10 @@ class Scheduler:
 
         ``tasks_only`` (``run()`` passes it when only task tries ended since the last
         iteration, and no run finished) skips the run side: nothing there can have changed.
+        The task side may then skip its decision too (``TaskScheduler.run_once``, ``only_recorded``).
         """
-        if tasks_only and self.executor is not None and not self._scan_needed():
+        tasks_only = tasks_only and self.executor is not None and not self._scan_needed()
+        if tasks_only:
             next_due = self._run_side_due
         else:
             if self._scan_needed():
@@ -155,7 +157,7 @@ class Scheduler:
             self.start_queued_runs(now)
             self._run_side_due = next_due
         if self.executor is not None:
-            task_due = self._task_scheduler().run_once(now)
+            task_due = self._task_scheduler().run_once(now, only_recorded=tasks_only)
             if task_due is not None and (next_due is None or task_due < next_due):
                 next_due = task_due
         if next_due is None:

@@ -11,6 +11,8 @@ run side) has four named steps, each a series of short transactions:
    Before it, :meth:`~TaskScheduler.follow_recorded`: a try whose runner announced its
    record may have a successor noted when the try was queued (one that waited only for
    it); if the database confirms, that successor is queued at once, ahead of step 2.
+   When that covered everything the records changed, steps 2 and 3 are skipped
+   (see :meth:`TaskScheduler.run_once`).
 2. :meth:`~TaskScheduler.schedule_task_instances`: for each running run, create the
    task instances it lacks (at its start, or for tasks added to the DAG), mark removed
    ones, apply ``dagrun_timeout``, then let :func:`scheduler.dagrun_logic.plan_run`
@@ -63,6 +65,10 @@ DEAD_TASK_CHECK_SECONDS = 5.0
 MAX_QUEUE_PAGES = 8
 #: At most this many successor hints are kept (see :meth:`TaskScheduler.follow_recorded`).
 MAX_SUCCESSOR_HINTS = 10_000
+#: An iteration woken only by recorded tries whose successors were all queued from the record
+#: skips the full decision (see :meth:`TaskScheduler.run_once`), but never when the last full
+#: decision is older than this: whatever changed unannounced is then seen within it.
+MAX_DECISION_AGE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -169,28 +175,51 @@ class TaskScheduler:
         self._running_runs = 0
         #: Queued task instance id -> the tasks that wait only for its success (see follow_recorded).
         self._successors: dict[int, list[_Successor]] = {}
+        #: Those of them whose success needs nothing decided but those tasks (see run_once).
+        self._whole: set[int] = set()
+        #: The last follow_recorded queued every successor of every try recorded since the iteration before.
+        self.covered = False
+        #: When the full decision last ran (monotonic) and what it said was next due.
+        self._decided_at = float("-inf")
+        self._decided_due: datetime | None = None
         #: Tries queued in this iteration (their successors are noted at its end) and its decisions.
         self._to_note: list[Candidate] = []
         self._last_decisions: list[_RunDecision] = []
-        self._downstream: dict[str, tuple[SerializedDAG, dict[str, list[str]]]] = {}
+        self._downstream: dict[str, tuple[SerializedDAG, dict[str, list[str]], bool]] = {}
         self._warned_pools: set[str] = set()
         #: Runs this scheduler finished (the run side then has work: queued runs, held-back runs).
         self.runs_finished = 0
 
-    def run_once(self, now: datetime) -> datetime | None:
-        """One pass of the four steps; returns when a waiting instance or a run timeout is next due (None: none)."""
+    def run_once(self, now: datetime, *, only_recorded: bool = False) -> datetime | None:
+        """One pass of the four steps; returns when a waiting instance or a run timeout is next due (None: none).
+
+        ``only_recorded``: nothing but the executor woke this iteration. When, besides, every try
+        recorded since the last one was a success whose downstream tasks were all queued by
+        :meth:`follow_recorded`, and no process ended badly, nothing is left to decide: the
+        deciding and queueing steps are skipped (a chain step then costs the scheduler one
+        transaction). Tries of DAGs with depends_on_past, or of tasks with asset outlets, never
+        skip them (a success there matters to other runs or DAGs), nor does an iteration past
+        the last decision's next due time or :data:`MAX_DECISION_AGE_SECONDS` after it.
+        """
         if not self._reconciled:
             self.reconcile_at_start(now)
             self._reconciled = True
         self.follow_recorded(now)
-        self.process_executor_events(now)
-        if time.monotonic() >= self._next_dead_check:
+        ended = self.process_executor_events(now)
+        checked = time.monotonic() >= self._next_dead_check
+        if checked:
             self._next_dead_check = time.monotonic() + DEAD_TASK_CHECK_SECONDS
             self.adopt_dead_schedulers(now)
             self.check_dead_tasks(now)
-        next_due = self.schedule_task_instances(now)
-        if self._queued_with_decisions is None:
-            self.queue_task_instances(now)
+        if (only_recorded and self.covered and not ended and not checked and not self.stopping()
+                and time.monotonic() - self._decided_at < MAX_DECISION_AGE_SECONDS
+                and (self._decided_due is None or now < self._decided_due)):
+            next_due = self._decided_due
+        else:
+            next_due = self.schedule_task_instances(now)
+            if self._queued_with_decisions is None:
+                self.queue_task_instances(now)
+            self._decided_at, self._decided_due = time.monotonic(), next_due
         self.executor.keep_warm(self._running_runs > 0)
         if self._to_note:
             self._note_successors(self._last_decisions, self._to_note)
@@ -199,7 +228,8 @@ class TaskScheduler:
 
     # --- 1. ended processes --------------------------------------------------------------------
 
-    def process_executor_events(self, now: datetime) -> None:
+    def process_executor_events(self, now: datetime) -> int:
+        """Fail the tries whose process ended without recording them; returns how many ended so."""
         from scheduler.db import scheduling
         from scheduler.db.engine import retry_transient, session_scope
 
@@ -207,7 +237,7 @@ class TaskScheduler:
         events = [e for e in self.executor.drain_events()
                   if e.kind == "lost" or (e.kind == "task" and e.returncode != 0)]
         if not events:
-            return
+            return 0
         by_ti = {int(e.key[0]): e for e in events}
 
         def load() -> list[InFlight]:
@@ -221,6 +251,7 @@ class TaskScheduler:
             if event.kind == "lost" and ti.state is S.RUNNING and _pid_alive(ti.pid) and ti.hostname == self.hostname:
                 continue  # its process outlived the executor; the heartbeat check watches it
             self._fail_lost(ti, _describe_exit(event), now)
+        return len(events)
 
     # --- 1b. successors of recorded tries --------------------------------------------------------------
 
@@ -240,17 +271,22 @@ class TaskScheduler:
         from scheduler.db.engine import retry_transient, session_scope
         from scheduler.db.raw import session_cursor
 
+        self.covered = False
+        keys = self.executor.drain_recorded()
         hints: list[_Successor] = []
-        for key in self.executor.drain_recorded():
-            found = self._successors.pop(int(key[0]), None)
-            if found:
-                hints.extend(h for h in found if h.try_number == int(key[1]))
-        hints = [h for h in hints if h.timeout_at is None or now < h.timeout_at]
+        whole = bool(keys)  # so far, every recorded try has all its successors hinted, and no more to it
+        for key in keys:
+            ti_id = int(key[0])
+            found = self._successors.pop(ti_id, None) or []
+            valid = [h for h in found if h.try_number == int(key[1]) and (h.timeout_at is None or now < h.timeout_at)]
+            whole = whole and ti_id in self._whole and bool(valid) and len(valid) == len(found)
+            self._whole.discard(ti_id)
+            hints.extend(valid)
         slots = self.executor.open_slots()
         if not hints or slots <= 0 or self.stopping():
             return 0
 
-        def unit() -> list[Candidate]:
+        def unit() -> tuple[list[Candidate], set[int]]:
             from scheduler.db import scheduling
 
             with session_scope(self.engine) as session:
@@ -262,15 +298,17 @@ class TaskScheduler:
                 marks = ", ".join(["%s"] * len(runs))
                 running = {pk for pk, state in cur.execute(f"SELECT id, state FROM dag_run WHERE id IN ({marks})",
                                                            runs).all() if state == DagRunState.RUNNING.value}
-                scheduled = False
+                scheduled: set[int] = set()
                 for h in hints:
                     if (h.run_pk in running and states.get(h.ti_id) == S.NONE.value
-                            and all(states.get(u) == S.SUCCESS.value for u in h.upstream_ids)):
-                        scheduled |= scheduling.set_ti_state(session, h.ti_id, S.NONE, S.SCHEDULED, now=now)
-                return self._queue_in(session, slots, now) if scheduled else []
+                            and all(states.get(u) == S.SUCCESS.value for u in h.upstream_ids)
+                            and scheduling.set_ti_state(session, h.ti_id, S.NONE, S.SCHEDULED, now=now)):
+                        scheduled.add(h.ti_id)
+                return (self._queue_in(session, slots, now) if scheduled else []), scheduled
 
-        chosen = retry_transient(unit, what="queueing the successors of recorded tries")
+        chosen, scheduled = retry_transient(unit, what="queueing the successors of recorded tries")
         self._dispatch(chosen)
+        self.covered = whole and len(scheduled) == len(hints) and scheduled <= {c.id for c in chosen}
         return len(chosen)
 
     def _note_successors(self, decisions: list[_RunDecision], chosen: list[Candidate]) -> None:
@@ -280,13 +318,15 @@ class TaskScheduler:
         by_run = {(d.run.dag_id, d.run.run_id): d for d in decisions if d.sdag is not None and d.plan is not None}
         if len(self._successors) > MAX_SUCCESSOR_HINTS:
             self._successors.clear()  # tries that never recorded (lost, cleared): forget them all
+            self._whole.clear()
         rows_of: dict[tuple[str, str], dict[str, TIRow] | None] = {}
         for c in chosen:
             decision = by_run.get((c.dag_id, c.run_id))
             if decision is None or c.map_index >= 0 or decision.sdag is None:
                 continue
             sdag = decision.sdag
-            if not self._downstream_of(sdag).get(c.task_id):
+            downstream = self._downstream_of(sdag).get(c.task_id)
+            if not downstream:
                 continue
             if (c.dag_id, c.run_id) not in rows_of:
                 # A run with mapped instances is left to the full decision, which counts them.
@@ -298,7 +338,7 @@ class TaskScheduler:
             timeout_at = (decision.run.start_date + sdag.dagrun_timeout
                           if sdag.dagrun_timeout and decision.run.start_date else None)
             found = []
-            for task_id in self._downstream_of(sdag).get(c.task_id, ()):
+            for task_id in downstream:
                 task, row = sdag.tasks[task_id], rows.get(task_id)
                 if (row is None or row.state is not S.NONE or task.trigger_rule != "all_success"
                         or task.get("is_mapped") or task.get("depends_on_past")
@@ -313,17 +353,28 @@ class TaskScheduler:
                                         timeout_at=timeout_at))
             if found:
                 self._successors[c.id] = found
+                if len(found) == len(downstream) and c.task_id not in self._outlets_of(sdag) and not self._past_bound(sdag):
+                    self._whole.add(c.id)  # its success needs nothing decided but these (see run_once)
 
     def _downstream_of(self, sdag: SerializedDAG) -> dict[str, list[str]]:
+        """task_id -> the tasks directly downstream of it (kept per DAG version)."""
+        return self._graph_of(sdag)[1]
+
+    def _past_bound(self, sdag: SerializedDAG) -> bool:
+        """Whether a task of ``sdag`` waits on an earlier run (depends_on_past, wait_for_downstream)."""
+        return self._graph_of(sdag)[2]
+
+    def _graph_of(self, sdag: SerializedDAG) -> tuple[SerializedDAG, dict[str, list[str]], bool]:
         cached = self._downstream.get(sdag.dag_id)
         if cached is not None and cached[0] is sdag:
-            return cached[1]
+            return cached
         downstream: dict[str, list[str]] = {}
         for task_id in sdag.task_order:
             for upstream in sdag.tasks[task_id].upstream:
                 downstream.setdefault(upstream, []).append(task_id)
-        self._downstream[sdag.dag_id] = (sdag, downstream)
-        return downstream
+        past_bound = any(t.get("depends_on_past") or t.get("wait_for_downstream") for t in sdag.tasks.values())
+        graph = self._downstream[sdag.dag_id] = (sdag, downstream, past_bound)
+        return graph
 
     # --- 2. deciding -----------------------------------------------------------------------------
 

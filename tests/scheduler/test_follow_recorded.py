@@ -13,18 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text, update
 
+from scheduler import task_scheduling
 from scheduler.config import Settings
 from scheduler.db import store
 from scheduler.db.engine import session_scope
 from scheduler.db.models import DagRun, Pool, SerializedDag, TaskInstance
-from scheduler.executors.base import BaseExecutor
+from scheduler.executors.base import BaseExecutor, ExecutorEvent
 from scheduler.loop import Scheduler
 from scheduler.serialization import SerializedDAG
 from scheduler.states import DagRunState, DagRunType
@@ -40,6 +41,7 @@ class Announcing(BaseExecutor):
     def __init__(self) -> None:
         self.queued: list[TaskWorkload] = []
         self.recorded: list[tuple[Any, ...]] = []
+        self.events: list[ExecutorEvent] = []
 
     def start(self, on_event: Any) -> None:
         pass
@@ -48,7 +50,8 @@ class Announcing(BaseExecutor):
         self.queued.append(workload)
 
     def drain_events(self) -> list[Any]:
-        return []
+        events, self.events = self.events, []
+        return events
 
     def drain_recorded(self) -> list[tuple[Any, ...]]:
         keys, self.recorded = self.recorded, []
@@ -203,3 +206,75 @@ def test_the_queueing_limits_still_apply(env: Env) -> None:
     env.finish("a")
     assert env.tasks().follow_recorded(NOW) == 0
     assert env.state("b") == "scheduled"  # ready, but its pool has no slot: as the full decision would leave it
+
+
+# --- iterations that need no decision ------------------------------------------------------------------
+
+
+@pytest.fixture
+def decisions(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """When the full decision ran, from the test's first ``only_recorded`` iteration on (the dead-try
+    check and the decision's age limit, both timed, kept out of the way)."""
+    tasks = env.tasks()
+    tasks._next_dead_check = float("inf")
+    monkeypatch.setattr(task_scheduling, "MAX_DECISION_AGE_SECONDS", 3600.0)
+    calls: list[datetime] = []
+    original = tasks.schedule_task_instances
+
+    def counted(now: datetime, **kwargs: Any) -> datetime | None:
+        calls.append(now)
+        return original(now, **kwargs)
+
+    monkeypatch.setattr(tasks, "schedule_task_instances", counted)
+    return calls
+
+
+def run_state(env: Env) -> str:
+    with session_scope(env.engine, readonly=True) as session:
+        return str(session.scalar(select(DagRun.state)).value)
+
+
+def test_a_chain_runs_on_records_alone_and_decides_once_at_its_end(env: Env, decisions: list[datetime]) -> None:
+    env.dag("a = t('a'); b = t('b'); c = t('c'); a >> b >> c")
+    env.trigger()
+    decisions.clear()
+    for task_id, successor in (("a", "b"), ("b", "c")):
+        env.finish(task_id)
+        env.tasks().run_once(NOW, only_recorded=True)
+        assert env.queued_ids() == [successor] and env.state(successor) == "queued"
+        assert decisions == []  # every successor of the record was queued: nothing else to decide
+    env.finish("c")
+    env.tasks().run_once(NOW, only_recorded=True)  # c has no successor: the decision finishes the run
+    assert len(decisions) == 1
+    assert run_state(env) == "success"
+
+
+@pytest.mark.parametrize("why", ["woken otherwise", "past-bound DAG", "outlets", "successor left to the decision",
+                                 "a try ended badly", "due by time", "decision too old"])
+def test_an_iteration_decides_when_the_record_is_not_the_whole_story(
+    env: Env, decisions: list[datetime], monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    body = {
+        "past-bound DAG": "a = t('a'); b = t('b'); x = t('x', depends_on_past=True); a >> b",
+        "outlets": "from scheduler.authoring.assets import Asset\na = t('a', outlets=[Asset('s3://x')]); b = t('b'); a >> b",
+        "successor left to the decision": "a = t('a'); b = t('b'); c = t('c', trigger_rule='one_success'); a >> [b, c]",
+        "a try ended badly": "a = t('a'); b = t('b'); x = t('x', retries=0); a >> b",
+    }.get(why, "a = t('a'); b = t('b'); a >> b")
+    env.dag(body)
+    env.trigger()
+    decisions.clear()
+    now = NOW
+    if why == "a try ended badly":
+        (x,) = [w for w in env.executor.queued if w.task_id == "x"]
+        env.executor.events.append(ExecutorEvent(key=x.key, kind="task", returncode=-9))
+    elif why == "due by time":
+        env.tasks()._decided_due = NOW  # as when a retry or a timeout falls due
+        now = NOW + timedelta(seconds=1)
+    elif why == "decision too old":
+        monkeypatch.setattr(task_scheduling, "MAX_DECISION_AGE_SECONDS", 0.0)
+    env.finish("a")
+    env.tasks().run_once(now, only_recorded=why != "woken otherwise")
+    assert env.state("b") == "queued"  # queued from the record either way
+    assert len(decisions) == 1
+    if why == "a try ended badly":
+        assert env.state("x") == "failed"
