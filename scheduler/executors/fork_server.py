@@ -71,12 +71,11 @@ SPARES = 2
 #: fork (page tables of the whole zygote) and the new spare's start would otherwise compete for the
 #: CPU with the try just handed over and with the scheduler queueing its successor.
 SPARE_REFILL_DELAY_S = 0.002
-#: Spares are forked and get ready at idle priority (SCHED_IDLE: they run only on a core nothing
-#: else wants) and are raised to normal priority before a workload is handed to them. Their 7 ms
-#: of fork, connection and rehearsal then stop competing with the try just handed over and the
-#: scheduler queueing its successor (40-task chain -9 %, fan-out -3 %, paired runs). Set when the
-#: server may both lower and raise a child's priority (see _probe_idle_priority); else spares get
-#: ready at normal priority.
+#: Spares get ready at idle priority (SCHED_IDLE: they run only on a core nothing else wants) and
+#: are raised to normal priority before a workload is handed to them. Their ~7 ms of connection
+#: and rehearsal then stop competing with the try just handed over and the scheduler queueing its
+#: successor (40-task chain -9 %, fan-out -3 %, paired runs). Set when the server may both lower
+#: and raise a child's priority (see _probe_idle_priority); else spares get ready at normal priority.
 _IDLE_SPARES = False
 #: When a spare last took a workload (monotonic).
 _spare_taken_at = 0.0
@@ -190,18 +189,13 @@ def _detach(close_fds: list[int], *, report_fd: bool) -> None:
 
 
 def _fork_spares(settings: Any, close_in_child: list[int]) -> None:
-    """Fork spares up to SPARES, at idle priority when allowed (see _IDLE_SPARES): the zygote's own
-    fork of them waits for a free core too, and the spares inherit the priority."""
-    global _IDLE_SPARES
-    idle = _IDLE_SPARES and _set_policy(0, os.SCHED_IDLE)
-    try:
-        while len(_spares) < SPARES:
-            _fork_spare(settings, close_in_child)
-    finally:
-        if idle and not _set_policy(0, os.SCHED_OTHER):
-            _IDLE_SPARES = False
-            sys.stderr.write("fork server: a zygote cannot leave idle priority; spares get ready at its priority\n")
-            sys.stderr.flush()
+    """Fork spares up to SPARES (each lowers itself to idle priority when allowed: see _IDLE_SPARES).
+
+    The zygote itself forks at normal priority: at idle priority its fork (2-4 ms of a loaded
+    machine's CPU here) waited for a free core, and a workload that came meanwhile waited with
+    it; on a machine kept busy by tasks that wait could last seconds."""
+    while len(_spares) < SPARES:
+        _fork_spare(settings, close_in_child)
 
 
 def _set_policy(pid: int, policy: int) -> bool:
@@ -221,6 +215,8 @@ def _fork_spare(settings: Any, close_in_child: list[int]) -> None:
         code = 1
         try:
             os.close(write_end)
+            if _IDLE_SPARES:
+                _set_policy(0, os.SCHED_IDLE)
             _detach([*close_in_child, *_spares.values()], report_fd=True)
             from scheduler.task_runner import prepare, run_workload
             from scheduler.workloads import from_json

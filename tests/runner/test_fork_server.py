@@ -269,6 +269,7 @@ def test_spares_wait_at_idle_priority_and_run_their_try_at_normal_priority(env: 
 
     spares = wait_for(ready_spares, "the zygote's two spares")
     assert all(os.sched_getscheduler(pid) == os.SCHED_IDLE for pid in spares)
+    assert os.sched_getscheduler(zygote) == os.SCHED_OTHER  # it serves at normal priority, forks included
 
     server.run(env.workload(ids["t1"], "policy", "t1", path))
     assert server.exited(ids["t1"])["returncode"] == 0
