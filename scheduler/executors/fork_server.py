@@ -193,7 +193,7 @@ def _fork_spares(settings: Any, close_in_child: list[int]) -> None:
 
     The zygote itself forks at normal priority: at idle priority its fork (2-4 ms of a loaded
     machine's CPU here) waited for a free core, and a workload that came meanwhile waited with
-    it; on a machine kept busy by tasks that wait could last seconds."""
+    it; on a machine kept busy by CPU-bound tasks, that wait could last seconds."""
     while len(_spares) < SPARES:
         _fork_spare(settings, close_in_child)
 
