@@ -5,10 +5,18 @@ Sessions are Flask's signed cookies (key: ``[webserver] secret_key``, or a key g
 that rides on the session cookie must carry the session's CSRF token (checked here, before any
 view); basic-auth requests carry their credentials explicitly and need none, but are refused when
 a browser says they come from another site.
+
+Every view runs as a whole again when the database reports a transient error (SQLite "database is
+locked", a PostgreSQL deadlock or serialization failure, a dropped connection): its transaction was
+rolled back, so nothing it did is kept. Views therefore do their writes in one ``write_session`` and
+keep in-memory effects for after the commit. When the last attempt fails too, the answer is 503 with
+``Retry-After``, saying that nothing was changed.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -60,10 +68,28 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(api)
     app.register_blueprint(ui)
+    for endpoint, view in list(app.view_functions.items()):
+        if endpoint != "static":
+            app.view_functions[endpoint] = _retrying(view)
     app.before_request(_csrf_protect)
     app.after_request(_security_headers)
     _register_errors(app)
     return app
+
+
+#: Seconds a client is asked to wait (``Retry-After``) when the database stayed busy for every attempt.
+BUSY_RETRY_AFTER_S = 1
+
+
+def _retrying(view: Callable[..., Any]) -> Callable[..., Any]:
+    """``view`` run again on a transient database error (see :func:`scheduler.db.engine.retry_transient`)."""
+    from scheduler.db.engine import retry_transient
+
+    @functools.wraps(view)
+    def run(**kwargs: Any) -> Any:
+        return retry_transient(functools.partial(view, **kwargs), what=f"{request.method} {request.path}")
+
+    return run
 
 
 def _csrf_protect() -> Any:
@@ -114,6 +140,19 @@ def _register_errors(app: Flask) -> None:
         return exc
 
     def on_error(exc: Exception) -> Any:
+        from scheduler.db.engine import is_transient
+
+        if is_transient(exc):
+            app.logger.warning("%s %s: the database stayed busy for every attempt: %s",
+                               request.method, request.path, str(getattr(exc, "orig", exc)).strip().splitlines()[0])
+            detail = "the database is busy (a lock or a lost connection); nothing was changed, try again"
+            if request.path.startswith("/api/"):
+                response = problem(503, "Service Unavailable", detail)
+            else:
+                response = Response(render_template("error.html", title="Service Unavailable", detail=detail),
+                                    status=503, mimetype="text/html")
+            response.headers["Retry-After"] = str(BUSY_RETRY_AFTER_S)
+            return response
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         if request.path.startswith("/api/"):
             return problem(500, "Internal Server Error", "an unexpected error happened; it was logged")

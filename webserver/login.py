@@ -114,10 +114,10 @@ def check_credentials(username: str, password: str) -> tuple[Any, float | None]:
     with read_session() as db:
         user = authenticate(db, username, password)
     if user is None:
-        throttle().failed(username, address)
         with write_session() as db:
             record_login_failure(db, username)
             _audit_login(db, "login.failed", username, address)
+        throttle().failed(username, address)  # after the commit: a view run again on a busy database counts once
         return None, None
     throttle().succeeded(username)
     if user.failed_login_count:
