@@ -7,6 +7,7 @@ unknown DAG/task, with the reason on stderr.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -670,19 +671,19 @@ def _add_ti_commands(dags: Any, tasks: Any) -> None:
     p.add_argument("dag_id")
     p.add_argument("run_id")
     _add_output(p)
-    p.set_defaults(func=cmd_tasks_states_for_dag_run)
+    p.set_defaults(func=cmd_tasks_states_for_dag_run, whole_unit=True)
     p = tasks.add_parser("mark", help="set the state of one task instance (success, failed or skipped)")
     p.add_argument("dag_id")
     p.add_argument("run_id")
     p.add_argument("task_id")
     p.add_argument("--state", required=True, choices=("success", "failed", "skipped"))
     p.add_argument("--map-index", type=int, default=-1, help="the map index of a mapped task (default: -1)")
-    p.set_defaults(func=cmd_tasks_mark)
+    p.set_defaults(func=cmd_tasks_mark, whole_unit=True)
     p = dags.add_parser("mark-run", help="set the state of a DAG run (success, failed, or queued to run again)")
     p.add_argument("dag_id")
     p.add_argument("run_id")
     p.add_argument("--state", required=True, choices=("success", "failed", "queued"))
-    p.set_defaults(func=cmd_dags_mark_run)
+    p.set_defaults(func=cmd_dags_mark_run, whole_unit=True)
 
 
 # --- scheduler ----------------------------------------------------------------------------------
@@ -889,10 +890,10 @@ def _add_web_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_users_create)
     p = users.add_parser("list", help="list the users (never their password hashes)")
     _add_output(p)
-    p.set_defaults(func=cmd_users_list)
+    p.set_defaults(func=cmd_users_list, whole_unit=True)
     p = users.add_parser("delete", help="delete a user")
     p.add_argument("--username", "-u", required=True)
-    p.set_defaults(func=cmd_users_delete)
+    p.set_defaults(func=cmd_users_delete, whole_unit=True)
 
 
 def cmd_version(ctx: Context | None) -> int:
@@ -940,31 +941,31 @@ def build_parser() -> argparse.ArgumentParser:
     dags.required = True
     p = dags.add_parser("list", help="list the DAGs")
     _add_output(p)
-    p.set_defaults(func=cmd_dags_list)
+    p.set_defaults(func=cmd_dags_list, whole_unit=True)
     p = dags.add_parser("list-import-errors", help="list DAG files that failed to import, with the reason")
     _add_output(p)
-    p.set_defaults(func=cmd_dags_list_import_errors)
+    p.set_defaults(func=cmd_dags_list_import_errors, whole_unit=True)
     p = dags.add_parser("list-runs", help="list the runs of a DAG")
     p.add_argument("dag_id")
     p.add_argument("--state", choices=("queued", "running", "success", "failed"))
     _add_output(p)
-    p.set_defaults(func=cmd_dags_list_runs)
+    p.set_defaults(func=cmd_dags_list_runs, whole_unit=True)
     for name, paused in (("pause", True), ("unpause", False)):
         p = dags.add_parser(name, help=f"{name} a DAG")
         p.add_argument("dag_id")
-        p.set_defaults(func=lambda ctx, paused=paused: cmd_dags_pause(ctx, paused))
+        p.set_defaults(func=lambda ctx, paused=paused: cmd_dags_pause(ctx, paused), whole_unit=True)
     p = dags.add_parser("next-execution", help="print the next scheduled runs of a DAG")
     p.add_argument("dag_id")
     p.add_argument("-n", "--num-executions", type=int, default=1, help="how many runs to show (default: 1)")
     _add_output(p)
-    p.set_defaults(func=cmd_dags_next_execution)
+    p.set_defaults(func=cmd_dags_next_execution, whole_unit=True)
     p = dags.add_parser("trigger", help="create a manual run of a DAG (queued)")
     p.add_argument("dag_id")
     p.add_argument("--run-id", "-r", help="the run's id (default: manual__<logical date>)")
     p.add_argument("--conf", "-c", help="JSON object passed as the run's conf")
     p.add_argument("--logical-date", "-e", help="ISO 8601 date or datetime (default: now)")
     _add_output(p)
-    p.set_defaults(func=cmd_dags_trigger)
+    p.set_defaults(func=cmd_dags_trigger, whole_unit=True)
     p = dags.add_parser("backfill", help="queue runs for the past logical dates of a DAG (the scheduler starts them)")
     p.add_argument("dag_id")
     p.add_argument("--start-date", "-s", required=True,
@@ -991,7 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = tasks.add_parser("list", help="list the tasks of a DAG")
     p.add_argument("dag_id")
     _add_output(p)
-    p.set_defaults(func=cmd_tasks_list, verbose_table=False)
+    p.set_defaults(func=cmd_tasks_list, verbose_table=False, whole_unit=True)
     p = tasks.add_parser("test", help="run one task in this process, ignoring dependencies; print its log")
     p.add_argument("dag_id")
     p.add_argument("task_id")
@@ -1026,7 +1027,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "needs_context", True) is False:
             return int(args.func(None))
-        return int(args.func(Context(args)))
+        ctx = Context(args)
+        if getattr(args, "whole_unit", False):
+            return _run_again_when_busy(args, ctx, argv)
+        return int(args.func(ctx))
     except usage_errors as exc:
         print(f"updraft: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -1038,6 +1042,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        problem = _database_problem(exc)
+        if problem is None:
+            raise
+        print(f"updraft: database error: {problem}", file=sys.stderr)
+        return 1
+
+
+def _run_again_when_busy(args: argparse.Namespace, ctx: Context, argv: Sequence[str] | None) -> int:
+    """Run a command that is one unit of work (it prints only after its transaction) again, as a whole,
+    on a transient database error (see :func:`scheduler.db.engine.retry_transient`)."""
+    from scheduler.db.engine import retry_transient
+
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = " ".join(w for w in words[:2] if not w.startswith("-"))
+    return int(retry_transient(functools.partial(args.func, ctx), what=f"updraft {command}"))
+
+
+def _database_problem(exc: Exception) -> str | None:
+    """What a database error that reached the command line says (None for any other error): the driver's
+    first line, and for a transient error that the command changed nothing and may be run again."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy.exc import DBAPIError
+
+    from scheduler.db.engine import is_transient
+
+    if not isinstance(exc, DBAPIError):
+        return None
+    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    if is_transient(exc):
+        return f"{first}; the database stayed busy (a lock, a deadlock or a lost connection), nothing was changed: run the command again"
+    return first
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from sqlalchemy import Engine, event, select
 
 from scheduler.db.engine import session_scope
 from scheduler.db.models import Log
+from tests.locks import HeldWriteLock
 
 PASSWORD = "correct-horse-battery"
 
@@ -55,61 +55,28 @@ def login_token(client: FlaskClient) -> str:
     return match.group(1)
 
 
-class Lock(logging.Handler):
-    """The SQLite write lock, held by another connection until the app has retried ``release_after`` times.
-
-    The app's retries are seen through their log lines ("transient database error ...; retrying"), which
-    come just before the back-off: the lock is dropped there, so the next attempt finds the database free.
-    """
-
-    def __init__(self, app: Flask) -> None:
-        super().__init__(logging.WARNING)
-        engine = app_engine(app)
-        self.retries: list[str] = []
-        self.release_after: int | None = None
-
-        @event.listens_for(engine, "connect")
-        def no_waiting(dbapi_connection: Any, record: Any) -> None:
-            dbapi_connection.execute("PRAGMA busy_timeout = 0")
-
-        engine.dispose()  # pooled connections were opened with the 30 s busy timeout
-        self.holder = sqlite3.connect(engine.url.database or "", isolation_level=None)
-        self.holder.execute("BEGIN IMMEDIATE")
-        logging.getLogger("scheduler.db.engine").addHandler(self)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "transient database error" not in message:
-            return
-        self.retries.append(message)
-        if self.release_after is not None and len(self.retries) >= self.release_after:
-            self.unlock()
-
-    def unlock(self) -> None:
-        if self.holder.in_transaction:
-            self.holder.execute("ROLLBACK")
-
-    def stop(self) -> None:
-        logging.getLogger("scheduler.db.engine").removeHandler(self)
-        self.unlock()
-        self.holder.close()
-
-
 @pytest.fixture
 def admin(make_user: Any) -> Any:
     return make_user("admin", "Admin", PASSWORD)
 
 
 @pytest.fixture
-def locked(app: Flask, admin: Any) -> Iterator[Lock]:
-    lock = Lock(app)
+def locked(app: Flask, admin: Any) -> Iterator[HeldWriteLock]:
+    engine = app_engine(app)
+
+    @event.listens_for(engine, "connect")
+    def no_waiting(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout = 0")  # after make_engine's own listener: overrides it
+
+    engine.dispose()  # pooled connections were opened with the 30 s busy timeout
+    lock = HeldWriteLock(engine.url.database or "")
     yield lock
     lock.stop()
 
 
 @pytest.mark.sqlite_only
 def test_an_api_write_that_meets_a_locked_database_is_run_again_and_kept_once(
-    client: FlaskClient, locked: Lock
+    client: FlaskClient, locked: HeldWriteLock
 ) -> None:
     locked.release_after = 1
     response = client.post("/api/v1/variables", json={"key": "region", "value": "eu"}, headers=basic())
@@ -122,7 +89,7 @@ def test_an_api_write_that_meets_a_locked_database_is_run_again_and_kept_once(
 
 @pytest.mark.sqlite_only
 def test_a_write_that_stays_locked_gets_503_with_retry_after_and_changes_nothing(
-    client: FlaskClient, locked: Lock
+    client: FlaskClient, locked: HeldWriteLock
 ) -> None:
     response = client.post("/api/v1/variables", json={"key": "region", "value": "eu"}, headers=basic())
     assert response.status_code == 503
@@ -141,7 +108,7 @@ def test_a_write_that_stays_locked_gets_503_with_retry_after_and_changes_nothing
 
 
 @pytest.mark.sqlite_only
-def test_a_ui_form_that_stays_locked_gets_an_html_503(client: FlaskClient, locked: Lock) -> None:
+def test_a_ui_form_that_stays_locked_gets_an_html_503(client: FlaskClient, locked: HeldWriteLock) -> None:
     response = client.post("/login", data={"username": "admin", "password": "wrong", "csrf_token": login_token(client)})
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
@@ -150,7 +117,7 @@ def test_a_ui_form_that_stays_locked_gets_an_html_503(client: FlaskClient, locke
 
 
 @pytest.mark.sqlite_only
-def test_a_failed_login_run_again_is_counted_once(client: FlaskClient, locked: Lock) -> None:
+def test_a_failed_login_run_again_is_counted_once(client: FlaskClient, locked: HeldWriteLock) -> None:
     from scheduler.db.models import User
 
     locked.release_after = 1
