@@ -85,3 +85,5 @@ from webserver import ui_dags  # noqa: E402,F401,I001
 from webserver import ui_runs  # noqa: E402,F401
 from webserver import ui_audit  # noqa: E402,F401
 from webserver import ui_grid  # noqa: E402,F401
+from webserver import ui_charts  # noqa: E402,F401
+from webserver import ui_actions  # noqa: E402,F401

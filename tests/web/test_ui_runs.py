@@ -321,7 +321,7 @@ def test_graph_of_a_120_task_dag_renders_every_node_and_edge(viewer: FlaskClient
 
 
 def test_layered_layout_keeps_edges_pointing_right_and_nodes_apart() -> None:
-    from webserver.ui_runs import NODE_H, layered_layout
+    from webserver.graph_layout import NODE_H, layered_layout
 
     order = ["a", "b", "c", "d", "e", "f"]
     edges = [("a", "b"), ("b", "c"), ("c", "d"), ("a", "d"), ("e", "f"), ("d", "f")]
