@@ -488,204 +488,6 @@ def cmd_tasks_run(ctx: Context) -> int:
     return run_workload(workload, ctx.settings)
 
 
-# --- clearing and marking: tasks clear | states-for-dag-run | mark, dags mark-run ----------------
-
-TI_STATE_COLUMNS = ("dag_id", "run_id", "logical_date", "task_id", "map_index", "state", "try_number",
-                    "start_date", "end_date")
-CLEAR_COLUMNS = ("run_id", "logical_date", "task_id", "map_index", "state", "try_number")
-
-
-def _ti_record(ti: Any, logical_date: datetime | None) -> dict[str, Any]:
-    """A task instance with the REST API's field names (its ``state`` is ``none`` before one is decided)."""
-    from scheduler.clock import isoformat
-
-    return {
-        "dag_id": ti.dag_id,
-        "dag_run_id": ti.run_id,
-        "run_id": ti.run_id,
-        "logical_date": isoformat(logical_date),
-        "execution_date": isoformat(logical_date),
-        "task_id": ti.task_id,
-        "map_index": ti.map_index,
-        "state": str(ti.state),
-        "try_number": ti.try_number,
-        "max_tries": ti.max_tries,
-        "start_date": isoformat(ti.start_date),
-        "end_date": isoformat(ti.end_date),
-        "duration": ti.duration,
-    }
-
-
-def _ti_records(session: Any, dag_id: str, tis: Sequence[Any]) -> list[dict[str, Any]]:
-    from sqlalchemy import select
-
-    from scheduler.db.models import DagRun
-
-    run_ids = sorted({ti.run_id for ti in tis})
-    dates = dict(session.execute(
-        select(DagRun.run_id, DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.run_id.in_(run_ids))
-    ).all()) if run_ids else {}
-    return [_ti_record(ti, dates.get(ti.run_id)) for ti in tis]
-
-
-def _confirm(question: str) -> bool:
-    """Ask on stdin; only y or yes (any case) is a yes; end of input is a no."""
-    try:
-        answer = input(f"{question} [y/N] ")
-    except EOFError:
-        print()
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
-def cmd_tasks_clear(ctx: Context) -> int:
-    """Clear matching task instances (back to state none, retries available again; finished runs re-queued)."""
-    from scheduler.clock import to_utc, utcnow
-    from scheduler.db import ti_ops
-    from scheduler.db.engine import retry_transient, session_scope
-
-    args = ctx.args
-    start = _parse_date(args.start_date, "--start-date")
-    end = _parse_date(args.end_date, "--end-date")
-    start = None if start is None else to_utc(start)
-    end = None if end is None else to_utc(end)
-    if start is not None and end is not None and start > end:
-        raise UsageError(f"--start-date {start.isoformat()} is after --end-date {end.isoformat()}")
-    ctx.sync_dags()
-
-    def clear(session: Any, dry_run: bool) -> list[dict[str, Any]]:
-        sdag = _serialized_dag(session, args.dag_id)
-        try:
-            tis = ti_ops.clear_task_instances(
-                session, sdag.dag_id, dag_structure=ti_ops.structure_from_serialized(sdag), now=utcnow(),
-                task_regex=args.task_regex, include_downstream=args.downstream, include_upstream=args.upstream,
-                only_failed=args.only_failed, only_running=args.only_running, start_date=start, end_date=end,
-                dry_run=dry_run,
-            )
-        except ti_ops.InvalidTaskRegex as exc:
-            raise UsageError(f"-t/--task-regex: {exc}") from None
-        return _ti_records(session, sdag.dag_id, tis)
-
-    with session_scope(ctx.engine, readonly=True) as session:
-        planned = clear(session, dry_run=True)
-    if not planned:
-        print("No task instances to clear")
-        return 0
-    print(f"You are about to clear these {len(planned)} task instance(s) of DAG '{args.dag_id}':")
-    print_records(planned, CLEAR_COLUMNS, "table")
-    if args.dry_run:
-        print("Dry run: nothing was cleared")
-        return 0
-    if not args.yes and not _confirm("Are you sure?"):
-        print("Cancelled, nothing was cleared")
-        return 0
-    def write() -> list[dict[str, Any]]:
-        with ctx.session() as session:
-            return clear(session, dry_run=False)
-
-    # A clear touches many rows of several runs beside the scheduler's and the web server's writes:
-    # on PostgreSQL a deadlock or serialization failure is possible, and the whole clear is redone.
-    cleared = retry_transient(write, what=f"DAG {args.dag_id}: clearing task instances")
-    print(f"Cleared {len(cleared)} task instance(s)")
-    return 0
-
-
-def cmd_tasks_states_for_dag_run(ctx: Context) -> int:
-    from scheduler.db import ti_ops
-    from scheduler.db.engine import session_scope
-
-    ctx.sync_dags()
-    with session_scope(ctx.engine, readonly=True) as session:
-        sdag = _serialized_dag(session, ctx.args.dag_id)
-        run = ti_ops.get_dag_run(session, sdag.dag_id, ctx.args.run_id)
-        tis = ti_ops.list_task_instances(session, sdag.dag_id, run.run_id)
-        position = {task_id: i for i, task_id in enumerate(sdag.task_order)}
-        tis.sort(key=lambda ti: (position.get(ti.task_id, len(position)), ti.task_id, ti.map_index))
-        records = [_ti_record(ti, run.logical_date) for ti in tis]
-    print_records(records, TI_STATE_COLUMNS, ctx.args.output)
-    return 0
-
-
-def cmd_tasks_mark(ctx: Context) -> int:
-    """Set one task instance's state (success, failed or skipped); the run is left to the scheduler."""
-    from scheduler.clock import utcnow
-    from scheduler.db import ti_ops
-
-    args = ctx.args
-    ctx.sync_dags()
-    with ctx.session() as session:
-        sdag = _serialized_dag(session, args.dag_id)
-        key = (sdag.dag_id, args.run_id, args.task_id, args.map_index)
-        try:
-            before = ti_ops.get_task_instance(session, key).state
-        except ti_ops.TaskInstanceNotFound:
-            if args.task_id not in sdag.tasks:
-                raise TaskNotFound(sdag.dag_id, args.task_id) from None
-            raise
-        ti = ti_ops.mark_task_instance(session, key, args.state, now=utcnow())
-        after = ti.state
-    where = "" if args.map_index == -1 else f" (map index {args.map_index})"
-    print(f"Task instance {args.dag_id}.{args.task_id}{where} of run {args.run_id}: {before} -> {after}")
-    return 0
-
-
-def cmd_dags_mark_run(ctx: Context) -> int:
-    """Set a run's state: success / failed finish its unfinished task instances, queued clears them all."""
-    from scheduler.clock import utcnow
-    from scheduler.db import ti_ops
-
-    args = ctx.args
-    ctx.sync_dags()
-    with ctx.session() as session:
-        sdag = _serialized_dag(session, args.dag_id)
-        run = ti_ops.get_dag_run(session, sdag.dag_id, args.run_id)
-        run_before = str(run.state)
-        before = {(ti.task_id, ti.map_index): str(ti.state)
-                  for ti in ti_ops.list_task_instances(session, sdag.dag_id, args.run_id)}
-        changed = ti_ops.mark_dag_run(session, sdag.dag_id, args.run_id, args.state, now=utcnow(),
-                                      dag_structure=ti_ops.structure_from_serialized(sdag))
-        lines = [f"  {ti.task_id}{'' if ti.map_index == -1 else f'[{ti.map_index}]'}: "
-                 f"{before.get((ti.task_id, ti.map_index))} -> {ti.state}" for ti in changed]
-    print(f"DAG run {args.run_id} of DAG {args.dag_id}: {run_before} -> {args.state}; "
-          f"{len(changed)} task instance(s) changed")
-    if lines:
-        print("\n".join(lines))
-    return 0
-
-
-def _add_ti_commands(dags: Any, tasks: Any) -> None:
-    """The parsers of the commands above (``dags`` and ``tasks`` are the subcommand collections)."""
-    p = tasks.add_parser("clear", help="clear task instances so they run again (asks first unless --yes)")
-    p.add_argument("dag_id")
-    p.add_argument("-t", "--task-regex", help="clear only the tasks whose id this regex finds (re.search)")
-    p.add_argument("-d", "--downstream", action="store_true", help="also clear everything downstream of them")
-    p.add_argument("-u", "--upstream", action="store_true", help="also clear everything upstream of them")
-    p.add_argument("-f", "--only-failed", action="store_true", help="only failed and upstream_failed ones")
-    p.add_argument("-r", "--only-running", action="store_true", help="only running ones")
-    p.add_argument("-s", "--start-date", help="only runs with a logical date at or after this (ISO 8601; naive = UTC)")
-    p.add_argument("-e", "--end-date", help="only runs with a logical date at or before this")
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--dry-run", action="store_true", help="list what would be cleared; change nothing")
-    p.set_defaults(func=cmd_tasks_clear)
-    p = tasks.add_parser("states-for-dag-run", help="list the states of the task instances of a DAG run")
-    p.add_argument("dag_id")
-    p.add_argument("run_id")
-    _add_output(p)
-    p.set_defaults(func=cmd_tasks_states_for_dag_run, whole_unit=True)
-    p = tasks.add_parser("mark", help="set the state of one task instance (success, failed or skipped)")
-    p.add_argument("dag_id")
-    p.add_argument("run_id")
-    p.add_argument("task_id")
-    p.add_argument("--state", required=True, choices=("success", "failed", "skipped"))
-    p.add_argument("--map-index", type=int, default=-1, help="the map index of a mapped task (default: -1)")
-    p.set_defaults(func=cmd_tasks_mark, whole_unit=True)
-    p = dags.add_parser("mark-run", help="set the state of a DAG run (success, failed, or queued to run again)")
-    p.add_argument("dag_id")
-    p.add_argument("run_id")
-    p.add_argument("--state", required=True, choices=("success", "failed", "queued"))
-    p.set_defaults(func=cmd_dags_mark_run, whole_unit=True)
-
-
 # --- scheduler ----------------------------------------------------------------------------------
 
 
@@ -780,122 +582,6 @@ def _stop_child(proc: Any, timeout_s: float = 20.0) -> None:
         proc.wait()
 
 
-# --- users and the webserver ------------------------------------------------------------------
-
-
-def _prompt_password() -> str:
-    import getpass
-
-    if not sys.stdin.isatty():
-        raise UsageError("give --password or --use-random-password (there is no terminal to ask for one)")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat for confirmation: ") != first:
-        raise UsageError("the passwords do not match")
-    return first
-
-
-def cmd_users_create(ctx: Context) -> int:
-    from webserver.users import UserError, create_user, random_password
-
-    args = ctx.args
-    password = random_password() if args.use_random_password else args.password
-    if password is None:
-        password = _prompt_password()
-    ctx.ensure_database()
-    try:
-        with ctx.session() as session:
-            create_user(
-                session, username=args.username, password=password, role=args.role, email=args.email,
-                first_name=args.firstname or "", last_name=args.lastname or "",
-            )
-            from scheduler.cli_secrets import cli_audit
-
-            cli_audit(session, "user.create", extra={"username": args.username.strip(), "role": args.role})
-    except UserError as exc:
-        raise UsageError(str(exc)) from None
-    print(f"User {args.username.strip()!r} created with role {args.role}.")
-    if args.use_random_password:
-        print(f"Password (shown once; stored hashed): {password}")
-    return 0
-
-
-def cmd_users_list(ctx: Context) -> int:
-    from webserver.users import list_users
-
-    ctx.ensure_database()
-    with ctx.session() as session:
-        records = [
-            {"id": u.id, "username": u.username, "email": u.email, "first_name": u.first_name,
-             "last_name": u.last_name, "roles": [u.role], "active": u.active}
-            for u in list_users(session)
-        ]
-    print_records(records, ("id", "username", "email", "first_name", "last_name", "roles", "active"), ctx.args.output)
-    return 0
-
-
-def cmd_users_delete(ctx: Context) -> int:
-    from webserver.users import UserError, delete_user
-
-    ctx.ensure_database()
-    try:
-        with ctx.session() as session:
-            delete_user(session, ctx.args.username)
-            from scheduler.cli_secrets import cli_audit
-
-            cli_audit(session, "user.delete", extra={"username": ctx.args.username})
-    except UserError as exc:
-        raise UsageError(str(exc)) from None
-    print(f"User {ctx.args.username!r} deleted.")
-    return 0
-
-
-def cmd_webserver(ctx: Context) -> int:
-    """Serve the UI and the REST API with gunicorn until SIGTERM or Ctrl-C."""
-    from webserver.serve import address_problem, serve
-
-    settings, args = ctx.settings, ctx.args
-    host = args.host or str(settings.get("webserver", "web_server_host"))
-    port = args.port if args.port is not None else int(settings.get("webserver", "web_server_port"))
-    workers = args.workers if args.workers is not None else int(settings.get("webserver", "workers"))
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port}: expected an integer from 1 to 65535")
-    if workers < 1:
-        raise UsageError(f"--workers {workers}: expected an integer >= 1")
-    ctx.ensure_database()
-    reason = address_problem(host, port)
-    if reason is not None:
-        raise UsageError(f"the webserver {reason}")
-    return serve(settings, host, port, workers)
-
-
-def _add_web_commands(sub: Any) -> None:
-    p = sub.add_parser("webserver", help="serve the web UI and the REST API with gunicorn (until SIGTERM or Ctrl-C)")
-    p.add_argument("--host", "-H", help="address to listen on (default: [webserver] web_server_host, 127.0.0.1)")
-    p.add_argument("--port", "-p", type=int, help="port (default: [webserver] web_server_port, 8080)")
-    p.add_argument("--workers", "-w", type=int, help="worker processes (default: [webserver] workers, 2)")
-    p.set_defaults(func=cmd_webserver)
-
-    users = sub.add_parser("users", help="users of the web UI and the API").add_subparsers(
-        dest="cmd", metavar="COMMAND", parser_class=_Parser)
-    users.required = True
-    p = users.add_parser("create", help="create a user (role Admin, Op or Viewer)")
-    p.add_argument("--username", "-u", required=True)
-    p.add_argument("--role", "-r", required=True, help="Admin, Op or Viewer")
-    p.add_argument("--email", "-e")
-    p.add_argument("--firstname", "-f")
-    p.add_argument("--lastname", "-l")
-    secret = p.add_mutually_exclusive_group()
-    secret.add_argument("--password", "-p", help="the password (asked for when neither option is given)")
-    secret.add_argument("--use-random-password", action="store_true", help="generate a password and print it once")
-    p.set_defaults(func=cmd_users_create)
-    p = users.add_parser("list", help="list the users (never their password hashes)")
-    _add_output(p)
-    p.set_defaults(func=cmd_users_list, whole_unit=True)
-    p = users.add_parser("delete", help="delete a user")
-    p.add_argument("--username", "-u", required=True)
-    p.set_defaults(func=cmd_users_delete, whole_unit=True)
-
-
 def cmd_version(ctx: Context | None) -> int:
     print(__version__)
     return 0
@@ -921,7 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scheduler)
     p = sub.add_parser("standalone", help="migrate and run everything on this machine (until Ctrl-C)")
     p.set_defaults(func=cmd_standalone)
-    _add_web_commands(sub)
+    from scheduler.cli_web import add_commands as add_web_commands
+
+    add_web_commands(sub, _Parser)
     from scheduler.cli_secrets import add_commands as add_secret_commands
 
     add_secret_commands(sub, _Parser)
@@ -1006,7 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--try-number", type=int, required=True, help="the try the instance is queued with")
     p.add_argument("--map-index", type=int, default=-1)
     p.set_defaults(func=cmd_tasks_run)
-    _add_ti_commands(dags, tasks)
+    from scheduler.cli_ti import add_commands as add_ti_commands
+
+    add_ti_commands(dags, tasks)
     return parser
 
 
@@ -1079,4 +769,8 @@ def _database_problem(exc: Exception) -> str | None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run as ``python -m scheduler.cli``: go through the module ``scheduler.cli`` itself, the one the
+    # command modules (cli_ti, cli_web, ...) import, so there is one UsageError class, not two.
+    from scheduler.cli import main as module_main
+
+    sys.exit(module_main())
