@@ -133,11 +133,12 @@ class _Run:
     def try_once(
         self, task: BaseOperator, try_number: int, max_tries: int,
         on_rendered: Callable[[dict[str, Any]], None] | None = None,
-        reschedules: list[datetime] | None = None, map_index: int = -1,
+        reschedules: list[datetime] | None = None, map_index: int = -1, first_start: datetime | None = None,
     ) -> TryOutcome:
         """One try on a shallow copy of the task, so rendering never changes the DAG's own task.
 
-        ``reschedules``: start times of this try's earlier runs that ended up_for_reschedule.
+        ``reschedules``: start times of this try's earlier runs that ended up_for_reschedule;
+        ``first_start``: the first of them in an earlier try (a sensor's timeout counts from it, as in Airflow).
         """
         working = copy.copy(task)
         log = self.log(task.task_id)
@@ -145,7 +146,7 @@ class _Run:
             task=working, run_id=self.dag_run.run_id, xcom=self.xcom, try_number=try_number,
             max_tries=max_tries, dag_run=self.dag_run, log=log, map_index=map_index,
         )
-        ti.first_try_start = reschedules[0] if reschedules else None  # type: ignore[attr-defined]
+        ti.first_try_start = first_start or (reschedules[0] if reschedules else None)  # type: ignore[attr-defined]
         ti.task_reschedule_count = len(reschedules or ())  # type: ignore[attr-defined]
         context = self.context(working, ti)
         label = task.task_id if map_index < 0 else f"{task.task_id}[{map_index}]"
@@ -238,15 +239,18 @@ class _Run:
         max_tries = task.retries
         try_number = 1
         reschedules: list[datetime] = []
+        first_start: datetime | None = None  # a retry does not start a rescheduled sensor's timeout over
         while True:
             started = utcnow()
-            outcome = self.try_once(task, try_number, max_tries, reschedules=reschedules, map_index=map_index)
+            outcome = self.try_once(task, try_number, max_tries, reschedules=reschedules, map_index=map_index,
+                                    first_start=first_start)
             self.tries[task.task_id] = max(self.tries[task.task_id], try_number)
             self.durations[task.task_id] += outcome.duration
             if outcome.state is S.UP_FOR_RESCHEDULE and outcome.reschedule_date is not None:
                 reschedules.append(started)
                 self._wait_until(task, outcome.reschedule_date)
                 continue
+            first_start = first_start or (reschedules[0] if reschedules else None)
             reschedules = []
             if not outcome.up_for_retry:
                 break

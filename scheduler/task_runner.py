@@ -53,9 +53,10 @@ run of the runner), ``rendered_fields``, and
   poke brings the number back. A ``task_reschedule`` row is inserted with the try's own
   number (the one every poke of the try runs with), this poke's start and end, and the
   reschedule date. Before each poke the runner reads the earliest ``start_date`` of the
-  task_reschedule rows of (ti_id, try_number) and exposes it to the task as
-  ``context["ti"].first_try_start`` (None on the first poke): sensors count their
-  timeout from it. ``task_instance.start_date`` is always the start of this poke;
+  instance's task_reschedule rows (a clear deletes them: the first try since the last
+  clear, as Airflow) and exposes it to the task as ``context["ti"].first_try_start``
+  (None before any reschedule): sensors count their timeout from it, across retries.
+  ``task_instance.start_date`` is always the start of this poke;
 * a successful branch: the task ids it did not follow are set ``skipped`` where still
   ``none`` or ``scheduled``;
 * a ``task_instance_history`` row for every finished try (not for a reschedule); an
@@ -230,14 +231,14 @@ def retry_delay(policy: RetryPolicy, *, dag_id: str, task_id: str, logical_date:
     Without backoff: ``retry_delay``. With ``retry_exponential_backoff``: let
     ``base = max(1, ceil(retry_delay_seconds * 2 ** (try_number - 1)))``; the delay is
     ``base + h % base`` seconds, where ``h`` is the SHA-1 (as an integer) of
-    ``"{dag_id}#{task_id}#{logical date ISO, or the run id}#{try_number}"`` — a jitter in
+    ``"{dag_id}#{task_id}#{str(logical date), or the run id}#{try_number}"`` — a jitter in
     ``[base, 2 * base)`` that is the same for the same try. The result is capped at 24 h and
     at ``max_retry_delay`` when that is set.
     """
     if not policy.exponential:
         return policy.retry_delay
     base = max(1, math.ceil(policy.retry_delay.total_seconds() * (2 ** (try_number - 1))))
-    when = logical_date.isoformat() if logical_date is not None else run_id
+    when = str(logical_date) if logical_date is not None else run_id  # str(), as Airflow's f-string: a space, no 'T'
     digest = hashlib.sha1(f"{dag_id}#{task_id}#{when}#{try_number}".encode(), usedforsecurity=False).hexdigest()
     seconds = min(base + int(digest, 16) % base, MAX_RETRY_DELAY_S)
     delay = timedelta(seconds=seconds)
@@ -350,11 +351,12 @@ class _Verdict:
     run_callbacks: bool = False
 
 
-#: What a claimed try needs, read in its claim's transaction: the instance's max_tries, its reschedules
-#: in this try (a sensor's first poke and their count), and its run.
+#: What a claimed try needs, read in its claim's transaction: the instance's max_tries, a sensor's first
+#: poke (of its first try since the last clear, which deleted the older rows: as in Airflow, a retry does
+#: not start a rescheduled sensor's timeout over), the number of reschedules in this try, and its run.
 _CLAIM_READ = (
     "SELECT ti.max_tries,"
-    " (SELECT min(r.start_date) FROM task_reschedule r WHERE r.ti_id = ti.id AND r.try_number = %s),"
+    " (SELECT min(r.start_date) FROM task_reschedule r WHERE r.ti_id = ti.id),"
     " (SELECT count(*) FROM task_reschedule r WHERE r.ti_id = ti.id AND r.try_number = %s),"
     " dr.logical_date, dr.data_interval_start, dr.data_interval_end, dr.run_type, dr.conf, dr.start_date, dr.state"
     " FROM task_instance ti LEFT JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id"
@@ -432,7 +434,7 @@ class _Supervisor:
                     return self._current_state(cur), None
                 cur.execute("DELETE FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s AND map_index = %s",
                             (w.dag_id, w.run_id, w.task_id, w.map_index))
-                row = cur.execute(_CLAIM_READ, (w.try_number, w.try_number, w.ti_id)).one_or_none()
+                row = cur.execute(_CLAIM_READ, (w.try_number, w.ti_id)).one_or_none()
             self.started = now
             max_tries, first, pokes, *run = row if row is not None else (0, None, 0, *([None] * 7))
             if run[3] is None:  # no run_type: the run is gone

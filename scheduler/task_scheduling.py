@@ -457,13 +457,22 @@ class TaskScheduler:
         def past_allows(task_id: str) -> bool:
             if run.logical_date is None:
                 return True
+            downstream = self._downstream_of(sdag)
             if "states" not in past_cache:
-                wanting = [t for t in sdag.task_order if sdag.tasks[t].get("depends_on_past")]
-                past_cache["states"] = scheduling.previous_run_states(session, run.dag_id, run.logical_date, wanting)
+                wanting = {t for t in sdag.task_order if sdag.tasks[t].get("depends_on_past")}
+                for t in [t for t in wanting if sdag.tasks[t].get("wait_for_downstream")]:
+                    wanting.update(downstream.get(t, ()))
+                past_cache["states"] = scheduling.previous_run_states(
+                    session, run.dag_id, run.logical_date, sorted(wanting))
             previous = past_cache["states"]
             if previous is None:
                 return True  # the first run
-            return previous.get(task_id) in (S.SUCCESS, S.SKIPPED)
+            done = (S.SUCCESS, S.SKIPPED)
+            if previous.get(task_id) not in done:
+                return False
+            # wait_for_downstream (Airflow): the previous run's direct downstream tasks succeeded or were skipped too.
+            return not sdag.tasks[task_id].get("wait_for_downstream") or all(
+                previous.get(d) in done for d in downstream.get(task_id, ()))
 
         outlets = self._outlets_of(sdag)
         if outlets:

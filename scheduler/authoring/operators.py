@@ -89,7 +89,7 @@ class PythonOperator(BaseOperator):
 
 
 class BranchMixin:
-    """Skips the direct downstream tasks not chosen by a branch."""
+    """Skips the direct downstream tasks not chosen by a branch (nor downstream of a chosen one)."""
 
     is_branch = True
 
@@ -113,12 +113,12 @@ class BranchMixin:
                 resolved.add(branch)
             else:
                 raise UpdraftError(f"branch task '{task.task_id}' returned '{branch}', which is not a task of DAG '{dag.dag_id}'")
-        not_downstream = resolved - task.downstream_task_ids
-        if not_downstream:
-            raise UpdraftError(
-                f"branch task '{task.task_id}' returned {sorted(not_downstream)}, which are not directly downstream of it"
-            )
-        to_skip = sorted(task.downstream_task_ids - resolved)
+        # As in Airflow, a followed task need not be directly downstream, and a direct downstream task that
+        # is also downstream of a followed one (the join after an "empty" branch) is not skipped.
+        following = set(resolved)
+        for branch in resolved:
+            following.update(dag.task_dict[branch].get_flat_relative_ids(upstream=False))
+        to_skip = sorted(task.downstream_task_ids - following)
         print(f"Following branch {sorted(resolved)}; skipping {to_skip}", flush=True)
         context["ti"].skip_tasks(to_skip)
 

@@ -9,8 +9,9 @@ it is done). :meth:`BaseSensorOperator.execute` does the waiting, in one of two 
 * ``mode="reschedule"``: poke once per run of the task. Not done yet: raise
   :class:`~scheduler.exceptions.TaskRescheduled` with the next poke's date, which
   frees the worker slot; the task becomes ``up_for_reschedule`` and the same try
-  runs again at that date. The timeout counts from the first poke of the try, which
-  the task runner gives as ``context["ti"].first_try_start`` (None on that first poke),
+  runs again at that date. The timeout counts from the first poke of the first try
+  since the last clear (Airflow: a retry does not start it over), which the task
+  runner gives as ``context["ti"].first_try_start`` (None on that first poke),
   and the number of earlier reschedules as ``ti.task_reschedule_count`` (or the
   context key ``task_reschedule_count``; used by exponential backoff).
 

@@ -171,7 +171,7 @@ def test_exponential_backoff_delay_is_airflows_formula(env: Env) -> None:
     for task_id in ("t", "capped"):
         assert env.run(env.workload(ids[task_id], "expo", task_id, path, try_number=3))[0] == 0
     base = math.ceil(10 * 2 ** (3 - 1))  # 40 s for try 3
-    key = f"expo#t#{LOGICAL_DATE.isoformat()}#3".encode()
+    key = f"expo#t#{LOGICAL_DATE}#3".encode()  # Airflow's f-string: str() of the date, "2026-01-01 00:00:00+00:00"
     expected = base + int(hashlib.sha1(key).hexdigest(), 16) % base
     ti = env.ti(ids["t"])
     assert ti.state == "up_for_retry"

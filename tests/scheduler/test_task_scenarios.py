@@ -11,6 +11,7 @@ Both database backends run every scenario (``db_engine``).
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import textwrap
@@ -326,6 +327,38 @@ def test_branch_python_operator_follows_one_path(env: Env) -> None:
     assert env.run_state() == "success"
 
 
+def test_branch_does_not_skip_a_direct_downstream_task_that_follows_the_chosen_branch(env: Env) -> None:
+    # Airflow's "empty branch" rule: 'join' is directly downstream of 'pick' but also downstream of the
+    # followed 'left', so it is not skipped; 'right' is.
+    env.dag("""
+        pick = BranchPythonOperator(task_id='pick', python_callable=lambda: 'left')
+        left = PythonOperator(task_id='left', python_callable=ok)
+        right = PythonOperator(task_id='right', python_callable=ok)
+        join = PythonOperator(task_id='join', python_callable=ok, trigger_rule='none_failed_min_one_success')
+        pick >> [left, right, join]
+        left >> join
+        right >> join
+    """)
+    env.trigger()
+    env.step()
+    assert env.states() == {"pick": "success", "left": "success", "right": "skipped", "join": "success"}
+    assert env.run_state() == "success"
+
+
+def test_branch_may_follow_a_task_that_is_not_directly_downstream(env: Env) -> None:
+    # Airflow accepts any task id of the DAG (the branch does not fail): each direct downstream task that
+    # is not the followed one nor downstream of it is skipped, here 'mid' too, and 'deep' behind it.
+    env.dag("""
+        pick = BranchPythonOperator(task_id='pick', python_callable=lambda: 'deep')
+        pick >> PythonOperator(task_id='mid', python_callable=ok) >> PythonOperator(task_id='deep', python_callable=ok)
+        pick >> PythonOperator(task_id='other', python_callable=ok)
+    """)
+    env.trigger()
+    env.step()
+    assert env.states() == {"pick": "success", "mid": "skipped", "deep": "skipped", "other": "skipped"}
+    assert env.task_order() == ["pick"]
+
+
 def test_task_branch_decorator_follows_one_path(env: Env) -> None:
     env.dag("""
         @task.branch
@@ -459,6 +492,13 @@ def test_exponential_backoff_delays_grow(env: Env) -> None:
         retry_delay(policy, dag_id=DAG_ID, task_id="a", logical_date=DAY1, run_id=RUN, try_number=n) for n in (1, 2, 3)
     ]
     assert timedelta(seconds=10) <= delays[0] < delays[1] < delays[2] < timedelta(seconds=80)
+    # Airflow's jitter: the SHA-1 of "dag_id#task_id#<str(logical date)>#try_number" (a datetime as str()
+    # gives it, with a space, not isoformat's 'T'), modulo the base.
+    expected = []
+    for n, base in ((1, 10), (2, 20), (3, 40)):
+        digest = hashlib.sha1(f"{DAG_ID}#a#2024-01-01 00:00:00+00:00#{n}".encode()).hexdigest()
+        expected.append(timedelta(seconds=base + int(digest, 16) % base))
+    assert delays == expected
 
 
 def test_task_failed_no_retry_fails_at_once(env: Env) -> None:
@@ -514,6 +554,23 @@ def test_depends_on_past_waits_for_the_previous_run(env: Env) -> None:
     env.step()
     assert (env.states("r2"), env.run_state("r2")) == ({"t": "success"}, "success")
     assert env.task_order() == ["t", "t"]
+
+
+def test_wait_for_downstream_waits_for_the_previous_runs_direct_downstream(env: Env) -> None:
+    env.dag("""
+        t = PythonOperator(task_id='t', wait_for_downstream=True, python_callable=ok)
+        t >> PythonOperator(task_id='d', python_callable=lambda run_id: boom() if run_id == 'r1' else 'fine')
+    """)
+    env.trigger("r1", logical_date=DAY1)
+    env.trigger("r2", logical_date=DAY1 + timedelta(days=1))
+    env.step()
+    assert (env.states("r1"), env.run_state("r1")) == ({"t": "success", "d": "failed"}, "failed")
+    assert (env.states("r2"), env.run_state("r2")) == ({"t": "none", "d": "none"}, "running")
+
+    with session_scope(env.engine) as session:
+        ti_ops.mark_task_instance(session, (DAG_ID, "r1", "d"), "success", now=utcnow())
+    env.step()
+    assert (env.states("r2"), env.run_state("r2")) == ({"t": "success", "d": "success"}, "success")
 
 
 # --- priority, pools, max_active_tasks, parallelism ------------------------------------------------------
@@ -724,6 +781,29 @@ def test_sensor_poke_mode_timeout_fails_without_retry_or_skips_with_soft_fail(en
     env.step()
     assert env.states() == {"hard": "failed", "soft": "skipped"}
     assert env.ti("hard").try_number == 1 and "Sensor has timed out" in env.log_text("hard", 1)
+
+
+def test_sensor_reschedule_mode_timeout_counts_from_the_first_try_not_the_retry(env: Env) -> None:
+    # Airflow measures a rescheduled sensor's timeout from the first poke of its first try (since the last
+    # clear): a retry after a poke that raised does not start the timeout over. Instead of waiting out the
+    # timeout, the test moves the first try's poke an hour back once that try has ended.
+    env.dag("""
+        PythonSensor(task_id='wait', mode='reschedule', poke_interval=0.01, timeout=1800, retries=1,
+                     retry_delay=timedelta(0), python_callable=lambda: count('pokes') == 2 and boom())
+    """)
+    env.trigger()
+    env.step(utcnow())  # try 1, poke 1: not yet
+    assert env.ti("wait").state == "up_for_reschedule"
+    env.step(utcnow())  # try 1, poke 2: raises
+    assert (env.ti("wait").state, env.ti("wait").try_number) == ("up_for_retry", 1)
+    with session_scope(env.engine) as session:
+        for row in session.scalars(select(TaskReschedule)):
+            row.start_date -= timedelta(hours=1)
+    env.step(utcnow())  # try 2, poke 3: not yet, and 1 h since the first try's first poke > the 30 min timeout
+    ti = env.ti("wait")
+    assert (ti.state, ti.try_number) == ("failed", 2)
+    assert env.marker("pokes") == "x\n" * 3
+    assert "Sensor has timed out" in env.log_text("wait", 2)
 
 
 def test_sensor_reschedule_mode_exponential_backoff_intervals_grow(env: Env) -> None:

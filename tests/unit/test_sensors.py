@@ -300,6 +300,27 @@ def test_dags_test_reschedule_timeout_counts_from_the_first_poke() -> None:
     assert 3 <= counter.calls <= 10
 
 
+def test_dags_test_reschedule_timeout_is_not_reset_by_a_retry() -> None:  # ~1 s
+    # Airflow: "Retrying does not reset the timeout" (the timeout counts from the first try's first poke).
+    calls: list[float] = []
+
+    def poke() -> bool:
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            raise RuntimeError("flaky poke")
+        return False
+
+    with DAG("resched_retry", schedule=None) as dag:
+        PythonSensor(task_id="wait", python_callable=poke, mode="reschedule", poke_interval=0.5, timeout=1.2,
+                     retries=1)
+    result, out = run(dag)
+    assert result.task_states == {"wait": S.FAILED}
+    assert result.tries["wait"] == 2 and "Sensor has timed out" in out
+    # Pokes at ~0, 0.5 (raises), 0.5 (try 2), 1.0 and 1.2 s (the next poke is never later than the timeout):
+    # timed out 1.2 s after the first try's first poke. Counted from the second try's, the last would be at ~1.7 s.
+    assert 1.1 <= calls[-1] - calls[0] < 1.5
+
+
 # --- exponential backoff ----------------------------------------------------------------------
 
 
