@@ -109,7 +109,8 @@ def dag_detail_record(dag: Any, data: dict[str, Any] | None) -> dict[str, Any]:
         "render_template_as_native_obj": data.get("render_template_as_native_obj"),
         "template_search_path": None,
         "orientation": "LR",
-        "has_task_concurrency_limits": any(t.get("max_active_tis_per_dag") is not None for t in tasks),
+        "has_task_concurrency_limits": any(
+            t.get("max_active_tis_per_dag") is not None or t.get("max_active_tis_per_dagrun") is not None for t in tasks),
     })
     return record
 

@@ -80,6 +80,7 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         "weight_rule": task.weight_rule,
         "queue": task.queue,
         "max_active_tis_per_dag": task.max_active_tis_per_dag,
+        "max_active_tis_per_dagrun": task.max_active_tis_per_dagrun,
         "start_date": _task_date(task, task.start_date),
         "end_date": _task_date(task, task.end_date),
         "is_empty": task.inherits_from_empty_operator,

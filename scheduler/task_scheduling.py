@@ -20,8 +20,9 @@ run side) has four named steps, each a series of short transactions:
    depends_on_past, EmptyOperators) and finish the run when it is over; the DAG's
    success or failure callback is sent to run elsewhere.
 3. :meth:`~TaskScheduler.queue_task_instances`: scheduled -> queued, highest priority
-   first, within the executor's free slots (core.parallelism), each DAG's
-   max_active_tasks and each pool's open slots; then the workloads go to the executor.
+   first, within the executor's free slots (core.parallelism), each run's
+   max_active_tasks, each pool's open slots and each task's max_active_tis_per_dag
+   and max_active_tis_per_dagrun; then the workloads go to the executor.
 4. :meth:`~TaskScheduler.check_dead_tasks` (every few seconds): a running try on this
    host whose process is gone, or whose heartbeat is older than
    ``scheduler.task_instance_heartbeat_timeout`` on any host, is failed as in step 1.
@@ -145,6 +146,14 @@ class _DagCache:
         self._by_id[dag_id] = (current, sdag, weights)
         return sdag, weights
 
+    def last(self, session: Session, dag_id: str) -> SerializedDAG | None:
+        """The DAG as last deserialized here (the deciding step keeps it current), else as stored now."""
+        cached = self._by_id.get(dag_id)
+        if cached is not None:
+            return cached[1]
+        found = self.get(session, dag_id)
+        return None if found is None else found[0]
+
 
 class TaskScheduler:
     """See the module docstring."""
@@ -187,6 +196,8 @@ class TaskScheduler:
         self._last_decisions: list[_RunDecision] = []
         self._downstream: dict[str, tuple[SerializedDAG, dict[str, list[str]], bool]] = {}
         self._warned_pools: set[str] = set()
+        #: dag_id -> (the DAG version, task_id -> its (max_active_tis_per_dag, max_active_tis_per_dagrun)).
+        self._task_limits: dict[str, tuple[SerializedDAG, dict[str, tuple[int | None, int | None]]]] = {}
         #: Runs this scheduler finished (the run side then has work: queued runs, held-back runs).
         self.runs_finished = 0
 
@@ -666,15 +677,18 @@ class TaskScheduler:
         free = slots
         full_pools: set[str] = set()
         full_runs: set[tuple[str, str]] = set()
+        full_tasks: set[tuple[str, str, str | None]] = set()
         ha.lock_pools(session)  # several schedulers queue one at a time (PostgreSQL; see db/ha.py)
         pools = scheduling.pool_open_slots(session)
         occupied: dict[tuple[str, str], int] | None = None
+        #: (dag_id, task_id) -> run_id -> its instances queued or running, for tasks with a limit of their own.
+        by_task: dict[tuple[str, str], dict[str, int]] = {}
         # Instances blocked by a full pool or run are left out of the next page, so a crowd of
         # blocked high-priority instances never starves ready ones further down.
         for _page in range(MAX_QUEUE_PAGES):
             page = free * 4 + 64
             candidates = scheduling.scheduled_candidates(
-                session, limit=page, skip_pools=full_pools, skip_runs=full_runs
+                session, limit=page, skip_pools=full_pools, skip_runs=full_runs, skip_tasks=full_tasks
             )
             if not candidates:
                 break
@@ -710,9 +724,27 @@ class TaskScheduler:
                         full_pools.add(c.pool)
                     blocked = True
                     continue
+                limits = self._limits_of(session, c.dag_id).get(c.task_id)
+                counts: dict[str, int] | None = None
+                if limits is not None:
+                    task_key = (c.dag_id, c.task_id)
+                    if task_key not in by_task:
+                        by_task[task_key] = scheduling.occupied_by_task(session, c.dag_id, c.task_id)
+                    counts = by_task[task_key]
+                    per_dag, per_run = limits
+                    if per_dag is not None and sum(counts.values()) >= per_dag:
+                        full_tasks.add((c.dag_id, c.task_id, None))
+                        blocked = True
+                        continue
+                    if per_run is not None and counts.get(c.run_id, 0) >= per_run:
+                        full_tasks.add((c.dag_id, c.task_id, c.run_id))
+                        blocked = True
+                        continue
                 if scheduling.queue_ti(
                     session, c.id, c.try_number, now=now, job_id=self.job_id, hostname=self.hostname
                 ):
+                    if counts is not None:
+                        counts[c.run_id] = counts.get(c.run_id, 0) + 1
                     pools[c.pool] -= c.pool_slots
                     occupied[run_key] = occupied.get(run_key, 0) + 1
                     free -= 1
@@ -720,6 +752,22 @@ class TaskScheduler:
             if free <= 0 or len(candidates) < page or not blocked:
                 break
         return chosen
+
+    def _limits_of(self, session: Session, dag_id: str) -> dict[str, tuple[int | None, int | None]]:
+        """task_id -> (max_active_tis_per_dag, max_active_tis_per_dagrun) for the DAG's tasks that set either."""
+        sdag = self._dags.last(session, dag_id)
+        if sdag is None:
+            return {}
+        cached = self._task_limits.get(dag_id)
+        if cached is not None and cached[0] is sdag:
+            return cached[1]
+        found = {}
+        for task_id, task in sdag.tasks.items():
+            per_dag, per_run = task.get("max_active_tis_per_dag"), task.get("max_active_tis_per_dagrun")
+            if per_dag is not None or per_run is not None:
+                found[task_id] = (per_dag, per_run)
+        self._task_limits[dag_id] = (sdag, found)
+        return found
 
     # --- 4. dead tries -----------------------------------------------------------------------------
 

@@ -140,6 +140,7 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
         on_retry_callback: Callable[..., Any] | list[Callable[..., Any]] | None = None,
         trigger_rule: str = TriggerRule.ALL_SUCCESS,
         max_active_tis_per_dag: int | None = None,
+        max_active_tis_per_dagrun: int | None = None,
         executor_config: dict[str, Any] | None = None,
         do_xcom_push: bool = True,
         multiple_outputs: bool = False,
@@ -208,7 +209,12 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
             self.trigger_rule = TriggerRule.parse(trigger_rule)
         except ValueError as exc:
             raise DagDefinitionError(f"task '{task_id}': {exc}") from None
+        for name, value in (("max_active_tis_per_dag", max_active_tis_per_dag),
+                            ("max_active_tis_per_dagrun", max_active_tis_per_dagrun)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise DagDefinitionError(f"task '{task_id}': {name} must be an integer >= 1 or None, got {value!r}")
         self.max_active_tis_per_dag = max_active_tis_per_dag
+        self.max_active_tis_per_dagrun = max_active_tis_per_dagrun
         self.executor_config = executor_config or {}
         self.do_xcom_push = do_xcom_push
         self.multiple_outputs = multiple_outputs

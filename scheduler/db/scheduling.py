@@ -218,12 +218,15 @@ _CANDIDATES_ORDER = " ORDER BY ti.priority_weight DESC, dr.logical_date, dr.id, 
 
 
 def scheduled_candidates(
-    session: Session, *, limit: int, skip_pools: Iterable[str] = (), skip_runs: Iterable[tuple[str, str]] = ()
+    session: Session, *, limit: int, skip_pools: Iterable[str] = (), skip_runs: Iterable[tuple[str, str]] = (),
+    skip_tasks: Iterable[tuple[str, str, str | None]] = (),
 ) -> list[Candidate]:
     """Scheduled instances of running runs of active DAGs, highest priority first, then oldest run.
 
-    ``skip_pools`` and ``skip_runs`` leave out instances that could not be queued anyway
-    (a full pool, a run at its max_active_tasks), so they never hide the ones that can.
+    ``skip_pools``, ``skip_runs`` and ``skip_tasks`` ((dag_id, task_id, run_id or None for every
+    run)) leave out instances that could not be queued anyway (a full pool, a run at its
+    max_active_tasks, a task at its max_active_tis_per_dag or _per_dagrun), so they never hide
+    the ones that can.
     """
     sql = _CANDIDATES
     params: list[Any] = [S.SCHEDULED.value, DagRunState.RUNNING.value, True]
@@ -234,6 +237,13 @@ def scheduled_candidates(
     for dag_id, run_id in sorted(set(skip_runs)):
         sql += " AND NOT (ti.dag_id = %s AND ti.run_id = %s)"
         params += [dag_id, run_id]
+    for dag_id, task_id, in_run in sorted(set(skip_tasks), key=lambda k: (k[0], k[1], k[2] or "")):
+        if in_run is None:
+            sql += " AND NOT (ti.dag_id = %s AND ti.task_id = %s)"
+            params += [dag_id, task_id]
+        else:
+            sql += " AND NOT (ti.dag_id = %s AND ti.task_id = %s AND ti.run_id = %s)"
+            params += [dag_id, task_id, in_run]
     params.append(limit)
     return [Candidate(*row) for row in session_cursor(session).execute(sql + _CANDIDATES_ORDER, params).all()]
 
@@ -252,6 +262,14 @@ def occupied_by_run(session: Session, dag_ids: Iterable[str]) -> dict[tuple[str,
            " AND state IN (%s, %s) GROUP BY dag_id, run_id")
     rows = session_cursor(session).execute(sql, (*ids, *OCCUPYING)).all()
     return {(dag_id, run_id): int(n) for dag_id, run_id, n in rows}
+
+
+def occupied_by_task(session: Session, dag_id: str, task_id: str) -> dict[str, int]:
+    """run_id -> instances of the task queued or running (mapped ones each count): what
+    max_active_tis_per_dag (their sum) and max_active_tis_per_dagrun count."""
+    sql = ("SELECT run_id, count(*) FROM task_instance WHERE dag_id = %s AND task_id = %s AND state IN (%s, %s)"
+           " GROUP BY run_id")
+    return {run_id: int(n) for run_id, n in session_cursor(session).execute(sql, (dag_id, task_id, *OCCUPYING)).all()}
 
 
 _POOL_SLOTS = "SELECT pool, slots FROM slot_pool"

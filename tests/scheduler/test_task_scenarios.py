@@ -672,6 +672,49 @@ def test_max_active_tasks_queues_one_per_iteration(env: Env) -> None:
     assert env.run_state() == "success"
 
 
+def test_max_active_tis_per_dag_bounds_a_task_across_its_runs(env: Env) -> None:
+    env.dag("""
+        PythonOperator(task_id='t', python_callable=ok, max_active_tis_per_dag=1)
+        PythonOperator(task_id='u', python_callable=ok)
+    """)
+    for n, run_id in enumerate(("r1", "r2", "r3")):
+        env.trigger(run_id, logical_date=DAY1 + timedelta(days=n))
+    env.step()
+    # the first iteration: t of one run and u of all three; then t of each other run, one at a time
+    assert env.per_iteration[:3] == [4, 1, 1]
+    assert env.task_order().count("t") == 3
+    assert {env.run_state(r) for r in ("r1", "r2", "r3")} == {"success"}
+
+
+def test_max_active_tis_per_dagrun_bounds_a_mapped_tasks_instances_in_each_run(env: Env) -> None:
+    env.dag("""
+        PythonOperator.partial(task_id='m', python_callable=lambda x: x, max_active_tis_per_dagrun=2).expand(
+            op_args=[[1], [2], [3], [4], [5]])
+    """)
+    env.trigger("r1")
+    env.trigger("r2", logical_date=DAY1 + timedelta(days=1))
+    env.step()
+    assert [n for n in env.per_iteration if n][:3] == [4, 4, 2]  # two of each run's five at a time (after expanding)
+    assert {env.run_state("r1"), env.run_state("r2")} == {"success"}
+
+
+def test_a_task_at_its_limit_does_not_hide_ready_tasks_of_lower_priority(env: Env) -> None:
+    # Two free slots make a page of candidates 72 long: the 80 instances of 'busy' (high priority, one at a
+    # time) fill it, so 'low' gets the other slot only because 'busy' is left out of the next page.
+    env.reconfigure(core__parallelism="2")
+    env.dag("""
+        PythonOperator.partial(task_id='busy', python_callable=lambda x: x, priority_weight=100,
+                               max_active_tis_per_dag=1).expand(op_args=[[i] for i in range(80)])
+        (PythonOperator(task_id='gate1', python_callable=ok) >> PythonOperator(task_id='gate2', python_callable=ok)
+         >> PythonOperator(task_id='low', python_callable=ok, priority_weight=1))
+    """)
+    env.trigger()
+    for _ in range(8):
+        env.scheduler.run_once(utcnow())
+    order = env.task_order()
+    assert "low" in order and order.index("low") > order.index("busy"), order
+
+
 def test_core_parallelism_bounds_the_tries_queued_per_iteration(env: Env) -> None:
     env.reconfigure(core__parallelism="2")
     env.dag("""

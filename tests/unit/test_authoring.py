@@ -501,6 +501,9 @@ def test_retries_none_means_zero():
         ({"pool_slots": 0}, "pool_slots must be an integer >= 1"),
         ({"priority_weight": "high"}, "priority_weight must be an integer"),
         ({"weight_rule": "sideways"}, "unknown weight_rule 'sideways'"),
+        ({"max_active_tis_per_dag": 0}, "max_active_tis_per_dag must be an integer >= 1 or None, got 0"),
+        ({"max_active_tis_per_dagrun": "2"}, "max_active_tis_per_dagrun must be an integer >= 1 or None, got '2'"),
+        ({"max_active_tis_per_dag": True}, "max_active_tis_per_dag must be an integer >= 1 or None, got True"),
     ],
 )
 def test_other_operator_validation(kwargs, match):
