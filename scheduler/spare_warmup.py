@@ -66,11 +66,13 @@ def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO
     from scheduler.logfmt import AirflowFormatter, standalone_logger
     from scheduler.secrets_masker import MaskingStream, redact_value
     from scheduler.serialization import to_jsonable
-    from scheduler.task_runner import RUNNER_LOGGER, _task_context, _TryInfo, log_path
+    from scheduler.task_logs import log_path
+    from scheduler.task_runner import RUNNER_LOGGER
     from scheduler.templating import environment_for
+    from scheduler.try_context import TryInfo, task_context
     from scheduler.workloads import TaskWorkload, from_json, to_json
 
-    # The streams and the logging of a try (as _TaskProcess.setup makes them), into the sink.
+    # The streams and the logging of a try (as TaskProcess.setup makes them), into the sink.
     sys.stdout = sys.stderr = MaskingStream.over(sink)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(AirflowFormatter())
@@ -92,7 +94,7 @@ def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO
 
     if interrupted():
         return
-    info = _TryInfo(max_tries=0, first_try_start=None, logical_date=now, data_interval_start=now,
+    info = TryInfo(max_tries=0, first_try_start=None, logical_date=now, data_interval_start=now,
                     data_interval_end=now, run_type="manual", conf={}, run_start_date=now, run_state="running")
 
     # A real task of the file through its context (its DAG's objects become this process's own), and
@@ -101,7 +103,7 @@ def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO
         environment_for(dag)
         for task in list(dag.tasks)[:1]:
             xcom = TryXComStore(no_database, dag_id=dag.dag_id, run_id="r", task_id=task.task_id, map_index=-1)
-            _task_context(dag, task, info, run_id="r", map_index=-1, try_number=1, xcom=xcom,
+            task_context(dag, task, info, run_id="r", map_index=-1, try_number=1, xcom=xcom,
                           variables=lambda key: None, log=log)
         break
 
@@ -110,7 +112,7 @@ def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO
     # A synthetic no-op PythonOperator through the whole try, and its report.
     dag, task = _synthetic()
     xcom = TryXComStore(no_database, dag_id=dag.dag_id, run_id="r", task_id=task.task_id, map_index=-1)
-    context, _ti = _task_context(dag, task, info, run_id="r", map_index=-1, try_number=1, xcom=xcom,
+    context, _ti = task_context(dag, task, info, run_id="r", map_index=-1, try_number=1, xcom=xcom,
                                  variables=lambda key: None, log=log)
     outcome = execute_try(task, context, xcom=xcom, log=log)
     report = {

@@ -72,22 +72,18 @@ deliberately none (the try was not queued any more, or was changed externally wh
 ran); 1 when the runner itself failed (the database unreachable, a bug): the instance
 may then still be ``queued`` or ``running``, and the scheduler must treat the try as lost.
 
-A :class:`~scheduler.workloads.CallbackWorkload` imports the DAG file, builds the
-context (a DAG callback gets the context of the run's last finished task instance with
-``reason``; a task callback the task's full context with ``exception``), calls the
-callbacks, logs to ``{base_log_folder}/dag_id=D/run_id=R/callbacks.log`` and returns 0;
-what the callbacks raise is logged, never raised.
+A :class:`~scheduler.workloads.CallbackWorkload` is run by :mod:`scheduler.task_callbacks`.
+
+The pieces: the task's process and direct mode's watchdog are :mod:`scheduler.task_process`,
+the try's context :mod:`scheduler.try_context`, the retry delay :mod:`scheduler.retry_policy`,
+the log paths :mod:`scheduler.task_logs`; this module is the supervisor and the entry points.
 """
 
 from __future__ import annotations
 
-import _thread
 import contextlib
-import faulthandler
-import hashlib
 import json
 import logging
-import math
 import os
 import select
 import signal
@@ -96,19 +92,16 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from scheduler.exceptions import UpdraftError
-from scheduler.logfmt import AirflowFormatter, standalone_logger
+from scheduler.logfmt import standalone_logger
+from scheduler.retry_policy import RetryPolicy, retry_delay
 from scheduler.runner_processes import (
     _become_subreaper,
     _describe_exit,
-    _die_with_parent,
-    _fd_writer,
     _fds_to,
     _group_alive,
     _own_children,
@@ -116,6 +109,17 @@ from scheduler.runner_processes import (
     _signal_group,
 )
 from scheduler.states import TaskInstanceState
+from scheduler.task_logs import log_path, open_log
+from scheduler.task_process import (
+    TaskProcess,
+    TaskProcessError,
+    Verdict,
+    Watchdog,
+    parse_outcome,
+    read_available,
+    root_level,
+)
+from scheduler.try_context import TryInfo, task_context, variables_reader
 from scheduler.workloads import CallbackWorkload, TaskWorkload, Workload
 
 if TYPE_CHECKING:
@@ -125,7 +129,6 @@ if TYPE_CHECKING:
     from scheduler.authoring.dag import DAG
     from scheduler.config import Settings
     from scheduler.db.raw import RawCursor, RawDb
-    from scheduler.runtime import RuntimeDagRun, RuntimeTaskInstance, XComStore
 
 S = TaskInstanceState
 
@@ -134,10 +137,6 @@ EXIT_OK = 0
 #: The runner itself failed; the try's state may not have been recorded.
 EXIT_RUNNER_FAILED = 1
 
-#: Longest retry delay, whatever the backoff computes (Airflow's default max_task_retry_delay: 24 h).
-MAX_RETRY_DELAY_S = 24 * 3600
-#: Default retry_delay when neither the task nor its serialized form can tell (BaseOperator's default).
-DEFAULT_RETRY_DELAY_S = 300.0
 #: How much of a failure message is kept in the ``log`` table.
 MAX_LOG_EXTRA = 10_000
 
@@ -145,210 +144,7 @@ RUNNER_LOGGER = "runner"
 
 
 
-class TaskTerminated(UpdraftError):
-    """Raised inside the task when the supervisor terminates it (SIGTERM): timeout or shutdown."""
-
-
-class TaskProcessError(UpdraftError):
-    """What ``context["exception"]`` is when the runner, not the task's code, failed the try."""
-
-
-# --- paths ----------------------------------------------------------------------------------
-
-
-def log_path(base: str | os.PathLike[str], dag_id: str, run_id: str, task_id: str, map_index: int,
-             try_number: int) -> Path:
-    """The log file of one try: ``{base}/dag_id=D/run_id=R/task_id=T/[map_index=I/]attempt=N.log``.
-
-    An id that could leave its folder (a ``/``, a NUL; ids are checked where users give them,
-    this is a second defence) is percent-encoded.
-    """
-    return Path(log_folder_of(base, dag_id, run_id, task_id, map_index), f"attempt={try_number}.log")
-
-
-def log_folder_of(base: str | os.PathLike[str], dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """The folder of a task instance's try logs (see :func:`log_path`)."""
-    folder = os.path.join(base, f"dag_id={_path_safe(dag_id)}", f"run_id={_path_safe(run_id)}",
-                          f"task_id={_path_safe(task_id)}")
-    return folder if map_index < 0 else os.path.join(folder, f"map_index={map_index}")
-
-
-def callbacks_log_path(base: str | os.PathLike[str], dag_id: str, run_id: str) -> Path:
-    """Where callbacks run outside the task's own try log: ``{base}/dag_id=D/run_id=R/callbacks.log``."""
-    return Path(base) / f"dag_id={_path_safe(dag_id)}" / f"run_id={_path_safe(run_id)}" / "callbacks.log"
-
-
-def _path_safe(component: str) -> str:
-    if "/" in component or "\0" in component or "\\" in component:
-        from urllib.parse import quote
-
-        return quote(component, safe="")
-    return component
-
-
-def _open_log(path: Path) -> TextIO:
-    """The try's log, opened for appending; its folder is made when missing (a zygote usually made it already)."""
-    try:
-        return open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "a", buffering=1, encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
-
-
-# --- retry delay ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """A task's retry_delay, retry_exponential_backoff and max_retry_delay."""
-
-    retry_delay: timedelta = timedelta(seconds=DEFAULT_RETRY_DELAY_S)
-    exponential: bool = False
-    max_retry_delay: timedelta | None = None
-
-    @classmethod
-    def of_task(cls, task: BaseOperator) -> RetryPolicy:
-        return cls(task.retry_delay or timedelta(0), bool(task.retry_exponential_backoff), task.max_retry_delay)
-
-    @classmethod
-    def of_serialized(cls, data: Mapping[str, Any] | None) -> RetryPolicy:
-        """From a task's entry of the serialized DAG (seconds); defaults when unknown."""
-        if not data:
-            return cls()
-        delay = data.get("retry_delay")
-        cap = data.get("max_retry_delay")
-        return cls(
-            timedelta(seconds=float(DEFAULT_RETRY_DELAY_S if delay is None else delay)),
-            bool(data.get("retry_exponential_backoff")),
-            None if cap is None else timedelta(seconds=float(cap)),
-        )
-
-
-def retry_delay(policy: RetryPolicy, *, dag_id: str, task_id: str, logical_date: datetime | None, run_id: str,
-                try_number: int) -> timedelta:
-    """How long after a failed try ``try_number`` the next one may start (Airflow's rule).
-
-    Without backoff: ``retry_delay``. With ``retry_exponential_backoff``: let
-    ``base = max(1, ceil(retry_delay_seconds * 2 ** (try_number - 1)))``; the delay is
-    ``base + h % base`` seconds, where ``h`` is the SHA-1 (as an integer) of
-    ``"{dag_id}#{task_id}#{str(logical date), or the run id}#{try_number}"`` — a jitter in
-    ``[base, 2 * base)`` that is the same for the same try. The result is capped at 24 h and
-    at ``max_retry_delay`` when that is set.
-    """
-    if not policy.exponential:
-        return policy.retry_delay
-    base = max(1, math.ceil(policy.retry_delay.total_seconds() * (2 ** (try_number - 1))))
-    when = str(logical_date) if logical_date is not None else run_id  # str(), as Airflow's f-string: a space, no 'T'
-    digest = hashlib.sha1(f"{dag_id}#{task_id}#{when}#{try_number}".encode(), usedforsecurity=False).hexdigest()
-    seconds = min(base + int(digest, 16) % base, MAX_RETRY_DELAY_S)
-    delay = timedelta(seconds=seconds)
-    if policy.max_retry_delay:
-        delay = min(delay, policy.max_retry_delay)
-    return delay
-
-
-# --- the task's context --------------------------------------------------------------------------
-
-
-@dataclass
-class _TryInfo:
-    """What the supervisor read from the database about the try, its run and its task instance."""
-
-    max_tries: int
-    first_try_start: datetime | None
-    logical_date: datetime | None
-    data_interval_start: datetime | None
-    data_interval_end: datetime | None
-    run_type: str
-    conf: dict[str, Any]
-    run_start_date: datetime | None
-    run_state: str
-    serialized_task: dict[str, Any] | None = None
-    hostname: str = field(default_factory=socket.gethostname)
-    #: How many earlier pokes of this try a sensor in reschedule mode made.
-    reschedule_count: int = 0
-
-    def runtime_dag_run(self, dag_id: str, run_id: str) -> RuntimeDagRun:
-        from scheduler.clock import utcnow
-        from scheduler.runtime import RuntimeDagRun
-
-        logical = self.logical_date or self.data_interval_end or self.run_start_date or utcnow()
-        return RuntimeDagRun(
-            dag_id=dag_id,
-            run_id=run_id,
-            logical_date=logical,
-            data_interval_start=self.data_interval_start or logical,
-            data_interval_end=self.data_interval_end or logical,
-            run_type=self.run_type,
-            conf=dict(self.conf),
-            start_date=self.run_start_date,
-            state=self.run_state,
-        )
-
-
-def _variables_reader(engine: Engine | Callable[[], Engine]) -> Callable[[str], str | None]:
-    """Variable lookups for templates; ``engine`` may be a factory called at the first lookup."""
-    from sqlalchemy import Engine as EngineType
-
-    from scheduler.db import store
-    from scheduler.db.engine import retry_transient, session_scope
-
-    def get(key: str) -> str | None:
-        bound = engine if isinstance(engine, EngineType) else engine()
-
-        def unit() -> str | None:
-            with session_scope(bound, readonly=True) as session:
-                return store.get_variable(session, key)
-
-        return retry_transient(unit, what=f"reading Variable {key!r}")
-
-    return get
-
-
-def _task_context(
-    dag: DAG, task: BaseOperator, info: _TryInfo, *, run_id: str, map_index: int, try_number: int,
-    xcom: XComStore, variables: Callable[[str], str | None], log: logging.Logger,
-) -> tuple[dict[str, Any], RuntimeTaskInstance]:
-    from scheduler.runtime import RuntimeTaskInstance
-    from scheduler.templating import build_context, resolve_task_params
-
-    dag_run = info.runtime_dag_run(dag.dag_id, run_id)
-    ti = RuntimeTaskInstance(
-        task=task, run_id=run_id, xcom=xcom, try_number=try_number, max_tries=info.max_tries,
-        map_index=map_index, dag_run=dag_run, log=log, hostname=info.hostname,
-    )
-    ti.first_try_start = info.first_try_start  # type: ignore[attr-defined]
-    ti.task_reschedule_count = info.reschedule_count  # type: ignore[attr-defined]
-    context = build_context(
-        dag=dag, task=task, ti=ti, run_id=run_id,
-        logical_date=dag_run.logical_date,
-        data_interval_start=dag_run.data_interval_start,
-        data_interval_end=dag_run.data_interval_end,
-        conf=dag_run.conf,
-        params=resolve_task_params(task, dag_run.conf),
-        run_type=dag_run.run_type,
-        variables=variables,
-        dag_run=dag_run,
-    )
-    return context, ti
-
-
 # --- the supervisor ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Verdict:
-    """How the try ended, as the supervisor will record it."""
-
-    state: TaskInstanceState
-    message: str | None = None
-    rendered_fields: dict[str, Any] | None = None
-    skip_task_ids: list[str] = field(default_factory=list)
-    reschedule_date: datetime | None = None
-    #: XComs the try pushed (key -> value), written with the state.
-    xcoms: dict[str, Any] = field(default_factory=dict)
-    #: The supervisor must call the task's retry / failure callback (the task process did not).
-    run_callbacks: bool = False
 
 
 #: What a claimed try needs, read in its claim's transaction: the instance's max_tries, a sensor's first
@@ -364,7 +160,7 @@ _CLAIM_READ = (
 )
 
 
-class _Supervisor:
+class Supervisor:
     """One try: claim, run the task, record the outcome.
 
     Two ways to run the task:
@@ -408,7 +204,7 @@ class _Supervisor:
         state, try_number = row
         return str(state) if try_number == self.w.try_number else f"{state}, try {try_number}"
 
-    def _claim(self) -> tuple[str | None, _TryInfo | None]:
+    def _claim(self) -> tuple[str | None, TryInfo | None]:
         """queued -> running, this try's old XComs deleted, and what the try needs read: one transaction.
 
         Returns (None, info) when claimed, else (the state that stopped us, None).
@@ -419,7 +215,7 @@ class _Supervisor:
         w = self.w
         db = _raw_db(self.engine)
 
-        def unit() -> tuple[str | None, _TryInfo | None]:
+        def unit() -> tuple[str | None, TryInfo | None]:
             now = utcnow()
             stamp = db.ts(now)
             with db.write() as cur:
@@ -438,12 +234,12 @@ class _Supervisor:
             self.started = now
             max_tries, first, pokes, *run = row if row is not None else (0, None, 0, *([None] * 7))
             if run[3] is None:  # no run_type: the run is gone
-                return None, _TryInfo(max_tries=int(max_tries or 0), first_try_start=db.read_ts(first),
+                return None, TryInfo(max_tries=int(max_tries or 0), first_try_start=db.read_ts(first),
                                       reschedule_count=int(pokes or 0), logical_date=None, data_interval_start=None,
                                       data_interval_end=None, run_type="manual", conf={}, run_start_date=None,
                                       run_state="running", hostname=self.hostname)
             logical, start, end, run_type, conf, run_started, run_state = run
-            return None, _TryInfo(
+            return None, TryInfo(
                 max_tries=int(max_tries or 0),
                 first_try_start=db.read_ts(first),
                 reschedule_count=int(pokes or 0),
@@ -497,7 +293,7 @@ class _Supervisor:
 
         return self._db(unit, "heartbeat")
 
-    def _record(self, verdict: _Verdict, info: _TryInfo | None, policy: RetryPolicy) -> str | None:
+    def _record(self, verdict: Verdict, info: TryInfo | None, policy: RetryPolicy) -> str | None:
         """Write the verdict; None when recorded, else the state someone else put the instance in."""
         from scheduler.clock import utcnow
 
@@ -588,22 +384,22 @@ class _Supervisor:
                 with contextlib.suppress(Exception):
                     self.log_file.close()
 
-    def _fail_early(self, message: str, info: _TryInfo, *, to_stderr: bool) -> int:
+    def _fail_early(self, message: str, info: TryInfo, *, to_stderr: bool) -> int:
         """Fail the try before the task process started (no log, no DAG, no task)."""
         if to_stderr:
             print(f"updraft task runner: {self.w.label()}: {message}", file=sys.stderr, flush=True)
         else:
             self.log.error("%s", message)
         retry = info.max_tries >= self.w.try_number
-        verdict = _Verdict(S.UP_FOR_RETRY if retry else S.FAILED, message=message)
+        verdict = Verdict(S.UP_FOR_RETRY if retry else S.FAILED, message=message)
         if info.serialized_task is None:
             info.serialized_task = self._serialized_task()
         return self._finish(verdict, info, RetryPolicy.of_serialized(info.serialized_task))
 
-    def _finish(self, verdict: _Verdict, info: _TryInfo, policy: RetryPolicy) -> int:
+    def _finish(self, verdict: Verdict, info: TryInfo, policy: RetryPolicy) -> int:
         other = self._record(verdict, info, policy)
         if other is None:
-            _announce_recorded(self.w)
+            announce_recorded(self.w)
         if other is not None:
             self.log.warning("state changed externally to %s; not recording %s", other, verdict.state.value)
             return EXIT_OK
@@ -628,7 +424,7 @@ class _Supervisor:
 
         path = log_path(self.settings.log_folder, w.dag_id, w.run_id, w.task_id, w.map_index, w.try_number)
         try:
-            self.log_file = _open_log(path)
+            self.log_file = open_log(path)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             return self._fail_early(f"cannot write the task log {path}: {reason}", info, to_stderr=True)
@@ -662,14 +458,14 @@ class _Supervisor:
 
     # -- direct mode ---------------------------------------------------------------------------
 
-    def _run_here(self, dag: DAG, task: BaseOperator, info: _TryInfo, policy: RetryPolicy) -> _Verdict | None:
+    def _run_here(self, dag: DAG, task: BaseOperator, info: TryInfo, policy: RetryPolicy) -> Verdict | None:
         """Run the task in this process (direct mode) with a watchdog thread; None: not to be recorded."""
         assert self.log_file is not None
         with contextlib.suppress(OSError):  # already the group leader under the fork server
             os.setpgid(0, 0)
-        process = _TaskProcess(self, dag, task, info, None, None)
+        process = TaskProcess(self, dag, task, info, None, None)
         process.setup()
-        watchdog = _Watchdog(self, dag, task, info, policy)
+        watchdog = Watchdog(self, dag, task, info, policy)
         watchdog.start()
         try:
             report = process.run_task()
@@ -688,7 +484,7 @@ class _Supervisor:
 
     # -- the task process ---------------------------------------------------------------------
 
-    def _supervise(self, dag: DAG, task: BaseOperator, info: _TryInfo) -> _Verdict | None:
+    def _supervise(self, dag: DAG, task: BaseOperator, info: TryInfo) -> Verdict | None:
         """Fork the task process, watch it, and say how the try ended (None: changed externally)."""
         assert self.engine is not None and self.log_file is not None
         _become_subreaper()
@@ -707,7 +503,7 @@ class _Supervisor:
             try:
                 os.close(out_r)
                 os.close(ctl_w)
-                code = _TaskProcess(self, dag, task, info, out_w, ctl_r).main()
+                code = TaskProcess(self, dag, task, info, out_w, ctl_r).main()
             except BaseException:
                 with contextlib.suppress(Exception):
                     os.write(2, traceback.format_exc().encode("utf-8", "backslashreplace"))
@@ -741,7 +537,7 @@ class _Supervisor:
                 previous[signum] = signal.signal(signum, on_signal)
         return wake_r, wake_w, previous
 
-    def _watch(self, pid: int, task: BaseOperator, info: _TryInfo, out_r: int, ctl_w: int) -> _Verdict | None:
+    def _watch(self, pid: int, task: BaseOperator, info: TryInfo, out_r: int, ctl_w: int) -> Verdict | None:
         heartbeat_every = float(self.settings.get("scheduler", "task_instance_heartbeat_sec"))
         cleanup = float(self.settings.get("core", "killed_task_cleanup_time"))
         timeout = task.execution_timeout
@@ -780,7 +576,7 @@ class _Supervisor:
                 if pidfd is None:
                     waits.append(0.05)
                 ready, _, _ = select.select(readers, [], [], max(0.0, min(waits)))
-                if out_r in ready and not _read_available(out_r, buf):
+                if out_r in ready and not read_available(out_r, buf):
                     readers.remove(out_r)
                 if wake_r in ready:
                     with contextlib.suppress(OSError):
@@ -827,8 +623,8 @@ class _Supervisor:
             for fd in (wake_r, wake_w, *([pidfd] if pidfd is not None else [])):
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        _read_available(out_r, buf)
-        outcome = _parse_outcome(bytes(buf))
+        read_available(out_r, buf)
+        outcome = parse_outcome(bytes(buf))
         if outcome is None:
             self.log.info("Task process %d exited: %s", pid, _describe_exit(status).removeprefix("the task process died: "))
         else:
@@ -871,7 +667,7 @@ class _Supervisor:
         _reap_children()
 
     def _verdict(self, outcome: dict[str, Any] | None, status: int, ending: str | None, external_state: str,
-                 timeout: timedelta | None, info: _TryInfo) -> _Verdict | None:
+                 timeout: timedelta | None, info: TryInfo) -> Verdict | None:
         if ending == "external":
             self.log.warning("the try was changed externally to %s; its outcome is not recorded", external_state)
             return None
@@ -882,23 +678,23 @@ class _Supervisor:
         task_failed = outcome is not None and outcome.get("state") in (S.FAILED.value, S.UP_FOR_RETRY.value)
         if ending == "timeout" or (outcome is not None and outcome.get("timed_out")):
             message = f"Timeout: the task ran longer than its execution_timeout ({timeout})"
-            return _Verdict(failed_state, message=message, rendered_fields=rendered, run_callbacks=not task_failed,
+            return Verdict(failed_state, message=message, rendered_fields=rendered, run_callbacks=not task_failed,
                             xcoms=xcoms)
         if ending == "shutdown":
             message = f"the task runner was stopped by {signal.Signals(self.stop_signal or signal.SIGTERM).name}"
-            return _Verdict(failed_state, message=message, rendered_fields=rendered, run_callbacks=not task_failed,
+            return Verdict(failed_state, message=message, rendered_fields=rendered, run_callbacks=not task_failed,
                             xcoms=xcoms)
         if outcome is None:
             message = _describe_exit(status)
             if os.waitstatus_to_exitcode(status) == 0:
                 message += " without reporting an outcome"
             self.log.error("%s", message)
-            return _Verdict(failed_state, message=message, run_callbacks=True)
+            return Verdict(failed_state, message=message, run_callbacks=True)
         state = S(outcome["state"])
         if state is S.FAILED and outcome.get("up_for_retry"):
             state = S.UP_FOR_RETRY
         reschedule = outcome.get("reschedule_date")
-        return _Verdict(
+        return Verdict(
             state,
             message=outcome.get("error"),
             rendered_fields=rendered,
@@ -907,7 +703,7 @@ class _Supervisor:
             xcoms=xcoms,
         )
 
-    def _callbacks_after_death(self, dag: DAG, task: BaseOperator, info: _TryInfo, verdict: _Verdict) -> None:
+    def _callbacks_after_death(self, dag: DAG, task: BaseOperator, info: TryInfo, verdict: Verdict) -> None:
         """The task process could not call its retry / failure callback: call it here."""
         from scheduler.db.xcom_store import DbXComStore
         from scheduler.execution import run_callbacks
@@ -920,9 +716,9 @@ class _Supervisor:
         name = "on_retry_callback" if retry else "on_failure_callback"
         try:
             task_log = standalone_logger(f"{self.w.dag_id}.{self.w.task_id}", self.log_file)
-            context, ti = _task_context(
+            context, ti = task_context(
                 dag, task, info, run_id=self.w.run_id, map_index=self.w.map_index, try_number=self.w.try_number,
-                xcom=DbXComStore(self.engine), variables=_variables_reader(self.engine), log=task_log,
+                xcom=DbXComStore(self.engine), variables=variables_reader(self.engine), log=task_log,
             )
             ti.state = verdict.state
             context["exception"] = TaskProcessError(verdict.message or "the task failed")
@@ -933,489 +729,21 @@ class _Supervisor:
             self.log.exception("Could not call %s of %s", name, self.w.task_id)
 
 
-def _changed(result: Any) -> int:
-    """Rows an UPDATE changed."""
-    from sqlalchemy.engine import CursorResult
-
-    return result.rowcount if isinstance(result, CursorResult) else 0
-
-
-def _read_available(fd: int, buf: bytearray) -> bool:
-    """Append what ``fd`` has to ``buf``; False at end of file."""
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        if not chunk:
-            return False
-        buf += chunk
-
-
-def _parse_outcome(data: bytes) -> dict[str, Any] | None:
-    if not data:
-        return None
-    try:
-        outcome = json.loads(data)
-    except ValueError:
-        return None
-    return outcome if isinstance(outcome, dict) and "state" in outcome else None
-
-
-class _Watchdog:
-    """Direct mode's supervisor: a thread beside the task in the try's process.
-
-    Every ``task_instance_heartbeat_sec`` it heartbeats; when the instance was changed by
-    someone else (cleared, marked) it stops the task (SIGTERM to this process: the task's
-    on_kill runs and nothing is recorded). The execution timeout itself is raised in the
-    task by its SIGALRM timer; when the task is still running ``killed_task_cleanup_time``
-    after it (it blocks or ignores the signal), the watchdog records the timeout failure,
-    calls the retry/failure callback and SIGKILLs the process group, itself included.
-    """
-
-    def __init__(self, sup: _Supervisor, dag: DAG, task: BaseOperator, info: _TryInfo, policy: RetryPolicy) -> None:
-        self.sup = sup
-        self.dag = dag
-        self.task = task
-        self.info = info
-        self.policy = policy
-        self._done = threading.Event()
-        #: The watchdog recorded the try itself (hard timeout).
-        self.recorded = False
-
-    def start(self) -> None:
-        # A bare thread: threading.Thread.start() waits for the new thread to be scheduled, which
-        # cost a short try several milliseconds on a busy machine. Nothing waits for it to end
-        # either: stop() only tells it to, and the process may exit while it is still waking.
-        _thread.start_new_thread(self.run, ())
-
-    def stop(self) -> None:
-        self._done.set()
-
-    def run(self) -> None:
-        # Signals go to the task's thread as if this one did not exist (a task that blocks SIGALRM
-        # must not have its timeout delivered through here).
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
-        try:
-            self._watch()
-        except Exception:  # noqa: BLE001 - the try goes on; the scheduler's heartbeat check is the backstop
-            self.sup.log.exception("the try's watchdog failed")
-
-    def _watch(self) -> None:
-        sup = self.sup
-        every = float(sup.settings.get("scheduler", "task_instance_heartbeat_sec"))
-        cleanup = float(sup.settings.get("core", "killed_task_cleanup_time"))
-        timeout = self.task.execution_timeout
-        now = time.monotonic()
-        hard_end = now + timeout.total_seconds() + cleanup if timeout is not None else None
-        next_heartbeat = now + every
-        kill_at: float | None = None
-        while True:
-            now = time.monotonic()
-            waits = [next_heartbeat - now]
-            if hard_end is not None:
-                waits.append(hard_end - now)
-            if kill_at is not None:
-                waits.append(kill_at - now)
-            if self._done.wait(max(0.0, min(waits))):
-                return
-            now = time.monotonic()
-            if kill_at is not None and now >= kill_at:
-                sup.log.warning("the task did not stop within %.1f s of SIGTERM; sending SIGKILL", cleanup)
-                _flush_all()
-                _signal_group(os.getpgrp(), signal.SIGKILL)
-                return
-            if hard_end is not None and now >= hard_end:
-                self._hard_timeout(timeout, cleanup)
-                return
-            if now >= next_heartbeat and sup.stop_reason is None:
-                next_heartbeat = now + every
-                try:
-                    changed = sup._heartbeat()
-                except Exception as exc:  # noqa: BLE001 - a database blip must not kill the task
-                    sup.log.warning("heartbeat failed: %s", exc)
-                    changed = None
-                if changed is not None:
-                    sup.stop_reason = ("external", f"state changed externally to {changed}")
-                    sup.log.warning("state changed externally to %s; terminating the task", changed)
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    kill_at = time.monotonic() + cleanup
-                    hard_end = None
-            elif now >= next_heartbeat:
-                next_heartbeat = now + every
-
-    def _hard_timeout(self, timeout: timedelta | None, cleanup: float) -> None:
-        sup = self.sup
-        message = f"Timeout: the task ran longer than its execution_timeout ({timeout})"
-        sup.stop_reason = ("timeout", message)
-        sup.log.error("%s and did not stop within %.1f s; recording the failure and sending SIGKILL",
-                      message, cleanup)
-        retry = self.info.max_tries >= sup.w.try_number
-        verdict = _Verdict(S.UP_FOR_RETRY if retry else S.FAILED, message=message)
-        try:
-            other = sup._record(verdict, self.info, self.policy)
-        except Exception:  # noqa: BLE001 - the scheduler fails the try when the process is gone
-            sup.log.exception("could not record the timeout")
-            other = "unknown"
-        if other is None:
-            self.recorded = True
-            _announce_recorded(sup.w)
-            sup._callbacks_after_death(self.dag, self.task, self.info, verdict)
-        _flush_all()
-        _signal_group(os.getpgrp(), signal.SIGKILL)
-
-
-def _root_level(settings: Settings) -> None:
-    """The root logger at ``logging.logging_level``. Only when it is not already: setting a level clears
-    the cache of every logger in the process (hundreds, with SQLAlchemy's), ~0.2 ms in a forked try;
-    the fork server sets it once for all its children (warm_up)."""
-    wanted = str(settings.get("logging", "logging_level"))
-    root = logging.getLogger()
-    if root.level != logging.getLevelName(wanted):
-        root.setLevel(wanted)
-
-
-def _flush_all() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-
-
-class _TaskProcess:
-    """The task's code in its process: a forked child (supervised mode) or the try's own process (direct)."""
-
-    def __init__(self, sup: _Supervisor, dag: DAG, task: BaseOperator, info: _TryInfo, out_w: int | None,
-                 ctl_r: int | None) -> None:
-        self.sup = sup
-        self.dag = dag
-        self.task = task
-        self.info = info
-        self.out_w = out_w
-        self.ctl_r = ctl_r
-        #: Direct mode (no pipes): the supervisor's own process runs the task (see _Supervisor.direct).
-        self.direct = out_w is None
-        self._terminating = False
-        self.sup_pid = os.getppid()
-        self.engines: list[Engine] = []
-
-    def main(self) -> int:
-        """The forked task process: run the task, write its report to the supervisor, exit."""
-        os.setpgid(0, 0)
-        _die_with_parent(sup_pid=self.sup_pid)
-        global EVENT_FD
-        if EVENT_FD is not None:  # the executor's channel is the supervisor's to use, not the task's
-            with contextlib.suppress(OSError):
-                os.close(EVENT_FD)
-            EVENT_FD = None
-        self.setup()
-        report = self.run_task()
-        assert self.out_w is not None
-        data = json.dumps(report, default=str).encode()
-        view = memoryview(data)
-        while view:
-            written = os.write(self.out_w, view)
-            view = view[written:]
-        os.close(self.out_w)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        return 0
-
-    def setup(self) -> None:
-        """Output to the try's log, masking, signals and logging for the task's code (in this process)."""
-        sup = self.sup
-        assert sup.log_file is not None and sup.engine is not None
-        fd = sup.log_file.fileno()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        from scheduler.crypto import use_settings
-        from scheduler.secrets_masker import MaskingStream
-
-        use_settings(sup.settings)  # get_connection() and Variables decrypt with this try's settings
-        # Secrets (mask_secret(), sensitive Variables, connection passwords) become *** in the try's log.
-        sys.stdout, sys.stderr = MaskingStream.over(_fd_writer(1)), MaskingStream.over(_fd_writer(2))
-        with contextlib.suppress(Exception):
-            faulthandler.enable(file=sys.stderr)
-        for signum in (signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
-        if self.ctl_r is not None:
-            os.set_blocking(self.ctl_r, False)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(AirflowFormatter())
-        root.addHandler(handler)
-        _root_level(sup.settings)
-        if not self.direct:
-            sup.engine.dispose(close=False)  # the supervisor's connections stay the supervisor's
-
-    def _engine(self) -> Engine:
-        """The engine for the task's XCom pulls and Variables, made on first use (a task that
-        pulls nothing and reads no Variable never connects). The supervisor's engine: in a
-        forked task process its pool was emptied in setup(), so its dialect comes along and its
-        connections do not."""
-        from scheduler.db.engine import make_engine
-
-        if not self.engines:
-            self.engines.append(self.sup.engine or make_engine(self.sup.settings.sql_alchemy_conn, pool_size=1,
-                                                               max_overflow=4))
-        return self.engines[0]
-
-    def run_task(self) -> dict[str, Any]:
-        """Execute the try; the report the supervisor turns into a verdict."""
-        from scheduler.db.xcom_store import TryXComStore
-        from scheduler.execution import TaskExecutionTimeout, execute_try
-        from scheduler.secrets_masker import redact, redact_value
-        from scheduler.serialization import to_jsonable
-
-        w = self.sup.w
-        engine_factory = self._engine
-
-        xcom = TryXComStore(engine_factory, dag_id=w.dag_id, run_id=w.run_id, task_id=w.task_id,
-                            map_index=w.map_index)
-        log = standalone_logger(f"{w.dag_id}.{w.task_id}", sys.stderr)
-        report: dict[str, Any]
-        try:
-            context, _ti = _task_context(
-                self.dag, self.task, self.info, run_id=w.run_id, map_index=w.map_index, try_number=w.try_number,
-                xcom=xcom, variables=_variables_reader(engine_factory), log=log,
-            )
-            outcome = execute_try(self.task, context, xcom=xcom, log=log)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            report = {
-                "state": outcome.state.value,
-                "error": redact(outcome.error) if outcome.error else outcome.error,
-                "skip_task_ids": list(outcome.skip_task_ids),
-                "rendered_fields": redact_value(to_jsonable(outcome.rendered_fields)),
-                "duration": outcome.duration,
-                "up_for_retry": outcome.up_for_retry,
-                "reschedule_date": outcome.reschedule_date.isoformat() if outcome.reschedule_date else None,
-                "fail_fast_no_retry": outcome.fail_fast_no_retry,
-                "timed_out": isinstance(context.get("exception"), TaskExecutionTimeout),
-                "xcoms": xcom.pushed,
-            }
-        except BaseException:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            error = redact(traceback.format_exc())
-            log.error("Task '%s' could not run:\n%s", w.task_id, error.rstrip())
-            report = {"state": S.FAILED.value, "error": error, "up_for_retry": self.info.max_tries >= w.try_number}
-        if not self.direct:
-            for engine in self.engines:
-                with contextlib.suppress(Exception):
-                    engine.dispose()
-        return report
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if self._terminating:
-            return
-        self._terminating = True
-        if self.direct:
-            kind, message = self.sup.stop_reason or ("shutdown", "the task runner received SIGTERM")
-            if self.sup.stop_reason is None:
-                self.sup.stop_reason = (kind, message)
-                self.sup.log.warning("%s; terminating the task", message)
-        else:
-            try:
-                raw = os.read(self.ctl_r, 4096).decode("utf-8", "replace") if self.ctl_r is not None else ""
-            except OSError:
-                raw = ""
-            kind, _, message = raw.strip().partition(" ")
-            message = message or "the task process received SIGTERM"
-        log = logging.getLogger("scheduler.task_runner")
-        log.warning("Received SIGTERM (%s); calling on_kill", message)
-        try:
-            self.task.on_kill()
-        except Exception:
-            log.exception("on_kill of %s failed", self.task.task_id)
-        if kind == "external":
-            # The try is no longer ours: stop at once, no callback (its outcome will not be recorded).
-            _flush_all()
-            if self.direct:  # the process group is ours to end: what the task started goes too
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                _signal_group(os.getpgrp(), signal.SIGTERM)
-            os._exit(128 + signal.SIGTERM)
-        raise TaskTerminated(message)
-
-
-# --- callbacks ---------------------------------------------------------------------------------
-
-
-def _run_callback_workload(workload: CallbackWorkload, settings: Settings) -> int:
-    from scheduler.db.engine import make_engine
-
-    path = callbacks_log_path(settings.log_folder, workload.dag_id, workload.run_id)
-    try:
-        out = _open_log(path)
-    except OSError as exc:
-        print(f"updraft task runner: cannot write the callbacks log {path}: {exc.strerror or exc}; "
-              "logging to stderr", file=sys.stderr, flush=True)
-        out = None
-    stream = out if out is not None else sys.stderr
-    log = standalone_logger(RUNNER_LOGGER, stream)
-    engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2)
-    try:
-        log.info("Running the %s", workload.label())
-        _call_callbacks(workload, settings, engine, stream, log)
-    except Exception:
-        log.exception("The %s could not be run", workload.label())
-    finally:
-        engine.dispose()
-        if out is not None:
-            out.close()
-    return EXIT_OK
-
-
-def _call_callbacks(workload: CallbackWorkload, settings: Settings, engine: Engine, stream: TextIO,
-                    log: logging.Logger) -> None:
-    from scheduler.db.xcom_store import DbXComStore
-    from scheduler.execution import run_callbacks
-    from scheduler.parsing import DagFileImportError
-
-    try:
-        with _fds_to(stream):
-            dags = load_dags(workload.fileloc, settings)
-    except DagFileImportError as exc:
-        log.error("the DAG file %s failed to import; no callback called:\n%s", workload.fileloc,
-                  exc.traceback.rstrip())
-        return
-    dag = dags.get(workload.dag_id)
-    if dag is None:
-        log.error("DAG '%s' not found in %s; no callback called", workload.dag_id, workload.fileloc)
-        return
-    xcom = DbXComStore(engine)
-    variables = _variables_reader(engine)
-    if workload.callback in ("dag_success", "dag_failure"):
-        success = workload.callback == "dag_success"
-        callbacks = dag.on_success_callback if success else dag.on_failure_callback
-        name = "on_success_callback" if success else "on_failure_callback"
-        if not callbacks:
-            log.info("DAG '%s' has no %s", dag.dag_id, name)
-            return
-        context = _dag_callback_context(workload, dag, engine, xcom, variables, stream, success)
-        with _fds_to(stream):
-            run_callbacks(callbacks, context, log, f"DAG {name}")
-        log.info("Called the DAG's %s", name)
-        return
-    task_id = workload.task_id or ""
-    if not dag.has_task(task_id):
-        log.error("task '%s' not found in DAG '%s'; no callback called", task_id, dag.dag_id)
-        return
-    task = dag.get_task(task_id)
-    retry = workload.callback == "task_retry"
-    callbacks = task.on_retry_callback if retry else task.on_failure_callback
-    name = "on_retry_callback" if retry else "on_failure_callback"
-    if not callbacks:
-        log.info("task '%s' has no %s", task_id, name)
-        return
-    info = _callback_info(workload, engine, workload.ti_id)
-    info.max_tries = max(info.max_tries, task.retries)
-    task_log = standalone_logger(f"{dag.dag_id}.{task_id}", stream)
-    context, ti = _task_context(dag, task, info, run_id=workload.run_id, map_index=workload.map_index,
-                                try_number=max(workload.try_number, 1), xcom=xcom, variables=variables, log=task_log)
-    ti.state = S.UP_FOR_RETRY if retry else S.FAILED
-    context["exception"] = TaskProcessError(workload.reason or f"task '{task_id}' failed")
-    with _fds_to(stream):
-        run_callbacks(callbacks, context, log, name)
-    log.info("Called %s of task '%s'", name, task_id)
-
-
-def _callback_info(workload: CallbackWorkload, engine: Engine, ti_id: int | None) -> _TryInfo:
-    from sqlalchemy import select
-
-    from scheduler.db.engine import retry_transient, session_scope
-    from scheduler.db.models import DagRun, TaskInstance
-
-    def unit() -> _TryInfo:
-        with session_scope(engine, readonly=True) as session:
-            run = session.execute(
-                select(DagRun).where(DagRun.dag_id == workload.dag_id, DagRun.run_id == workload.run_id)
-            ).scalar_one_or_none()
-            ti = session.get(TaskInstance, ti_id) if ti_id is not None else None
-        return _TryInfo(
-            max_tries=ti.max_tries if ti is not None else 0,
-            first_try_start=None,
-            logical_date=run.logical_date if run else None,
-            data_interval_start=run.data_interval_start if run else None,
-            data_interval_end=run.data_interval_end if run else None,
-            run_type=str(run.run_type) if run else "manual",
-            conf=dict(run.conf or {}) if run else {},
-            run_start_date=run.start_date if run else None,
-            run_state=str(run.state) if run else "running",
-        )
-
-    return retry_transient(unit, what=f"{workload.label()}: reading the run")
-
-
-def _dag_callback_context(workload: CallbackWorkload, dag: DAG, engine: Engine, xcom: XComStore,
-                          variables: Callable[[str], str | None], stream: TextIO, success: bool) -> dict[str, Any]:
-    """Airflow's DAG callback context: the context of the run's last finished task instance, plus ``reason``."""
-    from sqlalchemy import select
-
-    from scheduler.db.engine import retry_transient, session_scope
-    from scheduler.db.models import TaskInstance
-
-    info = _callback_info(workload, engine, None)
-    reason = workload.reason or ("success" if success else "task_failure")
-
-    def unit() -> list[TaskInstance]:
-        with session_scope(engine, readonly=True) as session:
-            return list(session.execute(
-                select(TaskInstance).where(TaskInstance.dag_id == workload.dag_id,
-                                           TaskInstance.run_id == workload.run_id)
-            ).scalars())
-
-    rows = [r for r in retry_transient(unit, what=f"{workload.label()}: reading task instances")
-            if dag.has_task(r.task_id)]
-    chosen = None
-    if rows:
-        failed = [r for r in rows if r.state in (S.FAILED, S.UPSTREAM_FAILED)] if not success else []
-        pool = failed or rows
-        epoch = datetime(1970, 1, 1, tzinfo=UTC)
-        chosen = max(pool, key=lambda r: (r.end_date or epoch, r.id))
-    dag_run = info.runtime_dag_run(dag.dag_id, workload.run_id)
-    dag_run.state = "success" if success else "failed"
-    if chosen is None:
-        params: Any
-        try:
-            params = dag.resolve_params(dag_run.conf)
-        except Exception:
-            params = {}
-        return {
-            "dag": dag, "dag_run": dag_run, "run_id": workload.run_id, "reason": reason,
-            "logical_date": dag_run.logical_date, "data_interval_start": dag_run.data_interval_start,
-            "data_interval_end": dag_run.data_interval_end, "conf": dag_run.conf, "params": params,
-        }
-    info.max_tries = chosen.max_tries
-    task = dag.get_task(chosen.task_id)
-    context, ti = _task_context(
-        dag, task, info, run_id=workload.run_id, map_index=chosen.map_index, try_number=max(chosen.try_number, 1),
-        xcom=xcom, variables=variables, log=standalone_logger(dag.dag_id, stream),
-    )
-    ti.state = chosen.state
-    ti.start_date = chosen.start_date
-    ti.end_date = chosen.end_date
-    context["dag_run"] = dag_run
-    context["reason"] = reason
-    return context
-
-
 # --- entry point -------------------------------------------------------------------------------
 
 
 def run_workload(workload: Workload, settings: Settings, *, direct: bool = False) -> int:
     """Run one workload in this process (see the module docstring); returns the exit code.
 
-    ``direct``: run a task try's code in this process too (see :class:`_Supervisor`).
+    ``direct``: run a task try's code in this process too (see :class:`Supervisor`).
     """
     try:
         if isinstance(workload, TaskWorkload):
-            return _Supervisor(workload, settings, direct=direct).run()
+            return Supervisor(workload, settings, direct=direct).run()
         if isinstance(workload, CallbackWorkload):
-            return _run_callback_workload(workload, settings)
+            from scheduler.task_callbacks import run_callback_workload
+
+            return run_callback_workload(workload, settings)
         print(f"updraft task runner: unknown workload {workload!r}", file=sys.stderr, flush=True)
         return EXIT_RUNNER_FAILED
     except Exception:
@@ -1452,12 +780,13 @@ def warm_up(settings: Settings) -> None:
     import scheduler.parsing  # noqa: F401
     import scheduler.secrets_masker  # noqa: F401
     import scheduler.spare_warmup  # noqa: F401
+    import scheduler.task_callbacks  # noqa: F401
     import scheduler.templating  # noqa: F401
     import scheduler.timetables  # noqa: F401
     from scheduler.db.engine import make_engine
 
     configure_mappers()
-    _root_level(settings)
+    root_level(settings)
     global _WARM_ENGINE
     engine = make_engine(settings.sql_alchemy_conn, pool_size=1, max_overflow=2)
     try:
@@ -1473,7 +802,7 @@ def warm_up(settings: Settings) -> None:
 EVENT_FD: int | None = None
 
 
-def _announce_recorded(workload: TaskWorkload) -> None:
+def announce_recorded(workload: TaskWorkload) -> None:
     """Tell the executor (and so the sleeping scheduler) that the try's state is committed."""
     if EVENT_FD is None:
         return

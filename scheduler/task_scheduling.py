@@ -832,7 +832,7 @@ class TaskScheduler:
         and send its callback."""
         from scheduler.db import scheduling
         from scheduler.db.engine import session_scope
-        from scheduler.task_runner import RetryPolicy, retry_delay
+        from scheduler.retry_policy import RetryPolicy, retry_delay
 
         retry = ti.try_number <= ti.max_tries
         with session_scope(self.engine) as session:

@@ -293,7 +293,8 @@ def _note_death(workload: Any, status: int) -> None:
     from scheduler.config import load_settings
     from scheduler.logfmt import standalone_logger
     from scheduler.runner_processes import _describe_exit
-    from scheduler.task_runner import RUNNER_LOGGER, log_path
+    from scheduler.task_logs import log_path
+    from scheduler.task_runner import RUNNER_LOGGER
 
     try:
         settings = _SETTINGS or load_settings()
@@ -504,7 +505,7 @@ def _make_log_folder(workload: Any, settings: Any) -> None:
     here; the runner, which would otherwise create it on the critical path between two
     chained tasks, then finds it there. Failures are the runner's to report.
     """
-    from scheduler.task_runner import log_folder_of
+    from scheduler.task_logs import log_folder_of
     from scheduler.workloads import TaskWorkload
 
     global _log_base

@@ -108,7 +108,7 @@ class Env:
             return row
 
     def log_of(self, dag_id: str, task_id: str, try_number: int = 1, run_id: str = RUN_ID) -> str:
-        from scheduler.task_runner import log_path
+        from scheduler.task_logs import log_path
 
         return log_path(self.logs, dag_id, run_id, task_id, -1, try_number).read_text()
 

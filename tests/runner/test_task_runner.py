@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from scheduler.db.engine import session_scope
 from scheduler.db.models import Log, TaskInstance, TaskInstanceHistory, TaskReschedule, XCom
-from scheduler.task_runner import log_path
+from scheduler.task_logs import log_path
 from scheduler.workloads import CallbackWorkload
 from tests.backend import clean_environ
 

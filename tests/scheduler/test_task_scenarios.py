@@ -32,7 +32,7 @@ from scheduler.executors.inline import InlineExecutor
 from scheduler.loop import Scheduler
 from scheduler.serialization import SerializedDAG
 from scheduler.states import DagRunState, DagRunType
-from scheduler.task_runner import log_path
+from scheduler.task_logs import log_path
 from scheduler.workloads import CallbackWorkload, TaskWorkload
 
 DAY1 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -471,7 +471,7 @@ def test_retry_waits_for_its_delay_then_runs_try_2(env: Env) -> None:
 
 
 def test_exponential_backoff_delays_grow(env: Env) -> None:
-    from scheduler.task_runner import RetryPolicy, retry_delay
+    from scheduler.retry_policy import RetryPolicy, retry_delay
 
     env.dag("""
         PythonOperator(task_id='a', python_callable=boom, retries=3, retry_delay=timedelta(seconds=10),

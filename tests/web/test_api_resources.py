@@ -48,7 +48,7 @@ def build_world(settings: Settings, *, extra_dags: int = 0) -> None:
     from scheduler.db.engine import make_engine, session_scope
     from scheduler.db.models import TaskInstance
     from scheduler.states import DagRunState, DagRunType
-    from scheduler.task_runner import log_path
+    from scheduler.task_logs import log_path
     from scheduler.timetables.base import DataInterval
 
     folder = settings.dags_folder
@@ -473,7 +473,7 @@ def test_json_not_html(world: Settings, client: Any) -> None:
 
 
 def test_log_path_is_under_the_log_folder(world: Settings) -> None:
-    from scheduler.task_runner import log_path
+    from scheduler.task_logs import log_path
 
     path = log_path(world.log_folder, "etl", "..", "..", -1, 1)
     assert Path(world.log_folder) in path.parents

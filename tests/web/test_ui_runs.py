@@ -74,7 +74,7 @@ def build_world(app: Flask, settings: Settings) -> None:
     from scheduler.db.engine import session_scope
     from scheduler.db.models import TaskInstance, TaskInstanceHistory, XCom
     from scheduler.states import DagRunState, DagRunType
-    from scheduler.task_runner import log_path
+    from scheduler.task_logs import log_path
     from scheduler.timetables.base import DataInterval
 
     (settings.dags_folder / "etl.py").write_text(ETL_DAG)
@@ -436,7 +436,7 @@ def test_task_instance_page_shows_tries_rendered_fields_xcoms_and_the_log(viewer
 
 
 def test_log_json_tails_from_an_offset(viewer: FlaskClient, world: Settings) -> None:
-    from scheduler.task_runner import log_path
+    from scheduler.task_logs import log_path
 
     url = "/dags/etl/runs/run2/tasks/extract/log.json?try=1"
     first = viewer.get(url).get_json()
