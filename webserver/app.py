@@ -9,7 +9,8 @@ a browser says they come from another site.
 Every view runs as a whole again when the database reports a transient error (SQLite "database is
 locked", a PostgreSQL deadlock or serialization failure, a dropped connection): its transaction was
 rolled back, so nothing it did is kept. Views therefore do their writes in one ``write_session`` and
-keep in-memory effects for after the commit. When the last attempt fails too, the answer is 503 with
+keep in-memory effects for after the commit; a view whose write committed before the error is not run
+again (it answers 500). When the last attempt fails too, the answer is 503 with
 ``Retry-After``, saying that nothing was changed.
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, render_template, request, session
+from flask import Flask, Response, g, render_template, request, session
 
 from webserver.common import SECRET_KEY_FILE, load_secret_key  # noqa: F401 - re-exported
 from webserver.problems import problem
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(ui)
     for endpoint, view in list(app.view_functions.items()):
         if endpoint != "static":
-            app.view_functions[endpoint] = _retrying(view)
+            app.view_functions[endpoint] = retrying(view)
     app.before_request(_csrf_protect)
     app.after_request(_security_headers)
     _register_errors(app)
@@ -81,13 +82,29 @@ def create_app(settings: Settings | None = None) -> Flask:
 BUSY_RETRY_AFTER_S = 1
 
 
-def _retrying(view: Callable[..., Any]) -> Callable[..., Any]:
-    """``view`` run again on a transient database error (see :func:`scheduler.db.engine.retry_transient`)."""
+class ChangedThenFailed(Exception):
+    """A database error after the request's write committed: not run again (it would write twice), a 500."""
+
+
+def retrying(view: Callable[..., Any]) -> Callable[..., Any]:
+    """``view`` run again on a transient database error (see :func:`scheduler.db.engine.retry_transient`),
+    unless one of its write sessions had committed already."""
+    from sqlalchemy.exc import DBAPIError
+
     from scheduler.db.engine import retry_transient
+    from webserver.db import COMMITTED
 
     @functools.wraps(view)
     def run(**kwargs: Any) -> Any:
-        return retry_transient(functools.partial(view, **kwargs), what=f"{request.method} {request.path}")
+        def attempt() -> Any:
+            try:
+                return view(**kwargs)
+            except DBAPIError as exc:
+                if g.get(COMMITTED):
+                    raise ChangedThenFailed(f"{request.method} {request.path}: a database error after a commit") from exc
+                raise
+
+        return retry_transient(attempt, what=f"{request.method} {request.path}")
 
     return run
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import current_app
+from flask import current_app, g
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -23,6 +23,10 @@ def read_session() -> Iterator[Session]:
         yield session
 
 
+#: Set on ``flask.g`` once a write_session of the request committed: the request is then not run again.
+COMMITTED = "updraft_committed"
+
+
 @contextmanager
 def write_session() -> Iterator[Session]:
     """A write unit of work: commits at the end of the block, rolls back if it raises."""
@@ -30,3 +34,4 @@ def write_session() -> Iterator[Session]:
 
     with session_scope(engine()) as session:
         yield session
+    setattr(g, COMMITTED, True)

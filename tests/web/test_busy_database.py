@@ -166,3 +166,41 @@ def test_an_api_write_whose_connection_is_killed_midway_is_run_again_on_a_new_on
     assert len(retries) == 1, retries
     assert variables(client) == {"region": "eu"}
     assert audit_events(client.application, "api.variable.set") == 1
+
+
+@pytest.mark.sqlite_only
+def test_a_view_whose_write_committed_before_the_error_is_not_run_again(
+    client: FlaskClient, locked: HeldWriteLock
+) -> None:
+    """Running it again would write twice: the answer is a 500 and the first write stays, once."""
+    from webserver.app import retrying
+    from webserver.db import write_session
+
+    calls: list[int] = []
+
+    def write_then_fail() -> str:
+        calls.append(1)
+        with write_session() as session:
+            audit(session, "first.write")
+        locked.holder.execute("BEGIN IMMEDIATE")  # another writer takes the lock between the two writes
+        with write_session() as session:
+            audit(session, "second.write")
+        return "unreachable"
+
+    app = client.application
+    app.add_url_rule("/api/v1/_test/write_then_fail", "test_write_then_fail", retrying(write_then_fail),
+                     methods=["POST"])
+    locked.unlock()
+    response = client.post("/api/v1/_test/write_then_fail", headers=basic())
+    assert response.status_code == 500
+    assert response.get_json()["title"] == "Internal Server Error"
+    assert calls == [1] and locked.retries == []
+    locked.unlock()
+    assert audit_events(app, "first.write") == 1
+    assert audit_events(app, "second.write") == 0
+
+
+def audit(session: Any, event_name: str) -> None:
+    from scheduler.audit import record_event
+
+    record_event(session, event_name, owner="test")
