@@ -64,6 +64,7 @@ def plan_run(
     now: datetime,
     *,
     past_allows: Callable[[str], bool] = lambda task_id: True,
+    skipped_by: Callable[[str], str | None] = lambda task_id: None,
     mapped_states: Mapping[str, Mapping[int, S]] | None = None,
     mapped_retry_at: Mapping[tuple[str, int], datetime | None] | None = None,
     map_length: MapLength | None = None,
@@ -72,6 +73,10 @@ def plan_run(
 
     ``past_allows(task_id)`` answers depends_on_past (the caller looks up the previous
     run); it is asked only for tasks that have depends_on_past set and are otherwise ready.
+    ``skipped_by(task_id)`` names the direct upstream branch or short-circuit whose successful
+    try skipped the task (None when none did): a task cleared after it was skipped so is
+    skipped again, as in Airflow, until that upstream runs again. It is asked only for tasks
+    that are otherwise ready.
 
     Mapped tasks: ``mapped_states`` has the instances of tasks already expanded
     (task_id -> map_index -> state; ``mapped_retry_at`` their next_retry_at), which a
@@ -141,6 +146,8 @@ def plan_run(
                     task_id, S.UPSTREAM_FAILED,
                     f"trigger rule '{task.trigger_rule}' can no longer be met ({_describe(counts)})",
                 )
+            elif (by := skipped_by(task_id)) is not None:
+                change(task_id, S.SKIPPED, f"'{by}' skipped it when it ran; clear '{by}' to decide again")
             elif task.get("depends_on_past") and not past_allows(task_id):
                 if task_id not in plan.waiting_on_past:
                     plan.waiting_on_past.append(task_id)

@@ -85,6 +85,7 @@ def serialize_task(task: BaseOperator) -> dict[str, Any]:
         "end_date": _task_date(task, task.end_date),
         "is_empty": task.inherits_from_empty_operator,
         "is_branch": task.is_branch,
+        "skips_downstream": task.skips_downstream,
         "template_fields": list(task.template_fields),
         "template_fields_renderers": dict(task.template_fields_renderers),
         "templates": {f: to_jsonable(getattr(task, f, None)) for f in task.template_fields},

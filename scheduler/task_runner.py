@@ -296,6 +296,7 @@ class Supervisor:
     def _record(self, verdict: Verdict, info: TryInfo | None, policy: RetryPolicy) -> str | None:
         """Write the verdict; None when recorded, else the state someone else put the instance in."""
         from scheduler.clock import utcnow
+        from scheduler.db import scheduling
 
         assert self.engine is not None
         w = self.w
@@ -355,6 +356,13 @@ class Supervisor:
                         (S.SKIPPED.value, stamp, stamp, stamp, w.dag_id, w.run_id, *skipped, S.NONE.value,
                          S.SCHEDULED.value),
                     )
+                    # What this try skipped, kept as Airflow keeps it: a skipped task cleared later is skipped
+                    # again by the scheduler while this try's decision stands (see dagrun_logic.plan_run).
+                    cur.execute("DELETE FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s"
+                                " AND map_index = %s AND key = %s", (*key, scheduling.SKIPPED_XCOM_KEY))
+                    cur.execute("INSERT INTO xcom (dag_id, run_id, task_id, map_index, key, value, timestamp)"
+                                f" VALUES (%s, %s, %s, %s, %s, {db.json_param}, %s)",
+                                (*key, scheduling.SKIPPED_XCOM_KEY, db.json({"skipped": skipped}), stamp))
                 if verdict.state in (S.FAILED, S.UP_FOR_RETRY):
                     cur.execute(
                         "INSERT INTO log (dttm, event, owner, dag_id, run_id, task_id, map_index, try_number, extra)"

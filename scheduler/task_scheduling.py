@@ -485,6 +485,17 @@ class TaskScheduler:
             return not sdag.tasks[task_id].get("wait_for_downstream") or all(
                 previous.get(d) in done for d in downstream.get(task_id, ()))
 
+        skip_lists: dict[str, set[str]] | None = None
+
+        def skipped_by(task_id: str) -> str | None:
+            nonlocal skip_lists
+            parents = [u for u in sorted(sdag.tasks[task_id].upstream) if sdag.tasks[u].get("skips_downstream")]
+            if not parents:
+                return None
+            if skip_lists is None:
+                skip_lists = scheduling.skipped_by_upstream(session, run.dag_id, run.run_id)
+            return next((u for u in parents if task_id in skip_lists.get(u, ())), None)
+
         outlets = self._outlets_of(sdag)
         if outlets:
             from scheduler.db.assets import outlet_events_missing
@@ -505,7 +516,7 @@ class TaskScheduler:
 
         decision.plan = plan_run(
             sdag, {r.task_id: r.state for r in rows}, {r.task_id: r.next_retry_at for r in rows}, now,
-            past_allows=past_allows, mapped_states=mapped_states,
+            past_allows=past_allows, skipped_by=skipped_by, mapped_states=mapped_states,
             mapped_retry_at={(r.task_id, r.map_index): r.next_retry_at for r in expanded}, map_length=map_length,
         )
         if decision.plan.run_state is None:

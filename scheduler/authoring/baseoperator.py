@@ -100,6 +100,8 @@ class BaseOperator(DependencyMixin, metaclass=_OperatorMeta):
     inherits_from_empty_operator: bool = False
     #: set by branching operators; the serializer records it
     is_branch: bool = False
+    #: Its successful try may skip tasks downstream (branches, short-circuits): see dagrun_logic.plan_run.
+    skips_downstream: bool = False
     #: True for a MappedOperator (``.partial(...).expand(...)``)
     is_mapped: bool = False
 

@@ -163,6 +163,7 @@ class MappedOperator(BaseOperator):
         self.ui_color = operator_class.ui_color
         self.ui_fgcolor = operator_class.ui_fgcolor
         self.is_branch = operator_class.is_branch
+        self.skips_downstream = operator_class.skips_downstream
         self.custom_operator_name = getattr(operator_class, "custom_operator_name", None) or operator_class.__name__
         super().__init__(**kwargs)
 

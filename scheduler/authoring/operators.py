@@ -92,6 +92,7 @@ class BranchMixin:
     """Skips the direct downstream tasks not chosen by a branch (nor downstream of a chosen one)."""
 
     is_branch = True
+    skips_downstream = True
 
     def skip_all_except(self, context: Mapping[str, Any], branches: str | Iterable[str] | None) -> None:
         task: BaseOperator = self  # type: ignore[assignment]
@@ -136,6 +137,8 @@ class ShortCircuitOperator(PythonOperator):
     """If the callable's result is falsy, skip downstream: all of it (default), or only direct
     downstream tasks, leaving their trigger rules to decide further, with
     ``ignore_downstream_trigger_rules=False``."""
+
+    skips_downstream = True
 
     def __init__(self, *, ignore_downstream_trigger_rules: bool = True, **kwargs: Any) -> None:
         self.ignore_downstream_trigger_rules = ignore_downstream_trigger_rules

@@ -272,6 +272,25 @@ def occupied_by_task(session: Session, dag_id: str, task_id: str) -> dict[str, i
     return {run_id: int(n) for run_id, n in session_cursor(session).execute(sql, (dag_id, task_id, *OCCUPYING)).all()}
 
 
+#: The XCom in which a branch or short-circuit try records the task ids it skipped (Airflow's key).
+SKIPPED_XCOM_KEY = "skipmixin_key"
+
+
+def skipped_by_upstream(session: Session, dag_id: str, run_id: str) -> dict[str, set[str]]:
+    """task_id -> the task ids its last successful try skipped (branches and short-circuits of the run)."""
+    from scheduler.db.raw import RawDb
+
+    cur = session_cursor(session)
+    found: dict[str, set[str]] = {}
+    sql = "SELECT task_id, value FROM xcom WHERE dag_id = %s AND run_id = %s AND key = %s"
+    for task_id, value in cur.execute(sql, (dag_id, run_id, SKIPPED_XCOM_KEY)).all():
+        data = RawDb.read_json(value)
+        skipped = data.get("skipped") if isinstance(data, dict) else None
+        if isinstance(skipped, list):
+            found.setdefault(task_id, set()).update(str(t) for t in skipped)
+    return found
+
+
 _POOL_SLOTS = "SELECT pool, slots FROM slot_pool"
 _POOL_USED = "SELECT pool, sum(pool_slots) FROM task_instance WHERE state IN (%s, %s) GROUP BY pool"
 

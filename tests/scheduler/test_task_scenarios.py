@@ -889,6 +889,50 @@ def test_clear_a_failed_task_reruns_it_and_its_downstream(env: Env) -> None:
     assert env.log_path("a", 2).exists()
 
 
+def test_a_task_a_branch_skipped_stays_skipped_when_cleared_alone(env: Env) -> None:
+    # Airflow: clearing a task that a branch skipped skips it again; clearing the branch lets it decide anew.
+    env.dag("""
+        pick = BranchPythonOperator(task_id='pick', python_callable=lambda: 'left' if count('picks') == 1 else 'right')
+        pick >> [PythonOperator(task_id='left', python_callable=ok),
+                 PythonOperator(task_id='right', python_callable=lambda: marker('right_ran'))]
+    """)
+    env.trigger()
+    env.step()
+    assert env.states() == {"pick": "success", "left": "success", "right": "skipped"}
+
+    def clear(regex: str) -> None:
+        with session_scope(env.engine) as session:
+            ti_ops.clear_task_instances(session, DAG_ID, dag_structure=env.structure(), now=utcnow(),
+                                        task_regex=regex, include_downstream=True)
+
+    clear("^right$")
+    assert env.states()["right"] == "none"
+    env.step()
+    assert (env.states(), env.run_state()) == ({"pick": "success", "left": "success", "right": "skipped"}, "success")
+    assert env.marker("right_ran") is None
+    assert env.task_order() == ["pick", "left"]
+
+    clear("^pick$")  # the branch runs again and now follows 'right'
+    env.step()
+    assert (env.states(), env.run_state()) == ({"pick": "success", "left": "skipped", "right": "success"}, "success")
+    assert env.marker("right_ran") is not None
+
+
+def test_a_task_a_short_circuit_skipped_stays_skipped_when_cleared_alone(env: Env) -> None:
+    env.dag("""
+        ShortCircuitOperator(task_id='check', python_callable=lambda: False) >> PythonOperator(
+            task_id='after', python_callable=lambda: marker('after_ran'))
+    """)
+    env.trigger()
+    env.step()
+    assert env.states() == {"check": "success", "after": "skipped"}
+    with session_scope(env.engine) as session:
+        ti_ops.clear_task_instances(session, DAG_ID, dag_structure=env.structure(), now=utcnow(), task_regex="^after$")
+    env.step()
+    assert (env.states(), env.run_state()) == ({"check": "success", "after": "skipped"}, "success")
+    assert env.marker("after_ran") is None
+
+
 # --- XCom ----------------------------------------------------------------------------------------------
 
 
