@@ -116,3 +116,7 @@ TI_TRANSITIONS: dict[TaskInstanceState, frozenset[TaskInstanceState]] = {
 def can_transition(old: TaskInstanceState, new: TaskInstanceState) -> bool:
     """True when the scheduler or runner may move a task instance from ``old`` to ``new``."""
     return new in TI_TRANSITIONS[old]
+
+#: The XCom key under which a try that skipped tasks (a branch, a short-circuit) lists
+#: them, so that such a task cleared on its own is skipped again. The key is Airflow's.
+SKIPPED_XCOM_KEY = "skipmixin_key"

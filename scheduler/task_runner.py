@@ -108,7 +108,7 @@ from scheduler.runner_processes import (
     _reap_children,
     _signal_group,
 )
-from scheduler.states import TaskInstanceState
+from scheduler.states import SKIPPED_XCOM_KEY, TaskInstanceState
 from scheduler.task_logs import log_path, open_log
 from scheduler.task_process import (
     TaskProcess,
@@ -296,8 +296,6 @@ class Supervisor:
     def _record(self, verdict: Verdict, info: TryInfo | None, policy: RetryPolicy) -> str | None:
         """Write the verdict; None when recorded, else the state someone else put the instance in."""
         from scheduler.clock import utcnow
-        from scheduler.db import scheduling
-
         assert self.engine is not None
         w = self.w
         db = _raw_db(self.engine)
@@ -359,10 +357,10 @@ class Supervisor:
                     # What this try skipped, kept as Airflow keeps it: a skipped task cleared later is skipped
                     # again by the scheduler while this try's decision stands (see dagrun_logic.plan_run).
                     cur.execute("DELETE FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = %s"
-                                " AND map_index = %s AND key = %s", (*key, scheduling.SKIPPED_XCOM_KEY))
+                                " AND map_index = %s AND key = %s", (*key, SKIPPED_XCOM_KEY))
                     cur.execute("INSERT INTO xcom (dag_id, run_id, task_id, map_index, key, value, timestamp)"
                                 f" VALUES (%s, %s, %s, %s, %s, {db.json_param}, %s)",
-                                (*key, scheduling.SKIPPED_XCOM_KEY, db.json({"skipped": skipped}), stamp))
+                                (*key, SKIPPED_XCOM_KEY, db.json({"skipped": skipped}), stamp))
                 if verdict.state in (S.FAILED, S.UP_FOR_RETRY):
                     cur.execute(
                         "INSERT INTO log (dttm, event, owner, dag_id, run_id, task_id, map_index, try_number, extra)"

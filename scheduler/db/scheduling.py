@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from scheduler.db.models import DEFAULT_POOL, DagRun, Log, TaskInstance, TaskInstanceHistory
 from scheduler.db.raw import RawDb, db_ts, session_cursor
 from scheduler.serialization import SerializedDAG
-from scheduler.states import DagRunState, TaskInstanceState
+from scheduler.states import SKIPPED_XCOM_KEY, DagRunState, TaskInstanceState
 
 S = TaskInstanceState
 
@@ -270,10 +270,6 @@ def occupied_by_task(session: Session, dag_id: str, task_id: str) -> dict[str, i
     sql = ("SELECT run_id, count(*) FROM task_instance WHERE dag_id = %s AND task_id = %s AND state IN (%s, %s)"
            " GROUP BY run_id")
     return {run_id: int(n) for run_id, n in session_cursor(session).execute(sql, (dag_id, task_id, *OCCUPYING)).all()}
-
-
-#: The XCom in which a branch or short-circuit try records the task ids it skipped (Airflow's key).
-SKIPPED_XCOM_KEY = "skipmixin_key"
 
 
 def skipped_by_upstream(session: Session, dag_id: str, run_id: str) -> dict[str, set[str]]:
