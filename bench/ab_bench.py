@@ -61,8 +61,10 @@ def main() -> int:
                 (home / "dags" / "d.py").write_text(dag_source("d", size, chain=not args.fanout))
                 env = {k: v for k, v in os.environ.items() if not k.startswith("UPDRAFT")}
                 env.update(UPDRAFT_HOME=str(home), UPDRAFT__CORE__DAGS_FOLDER=str(home / "dags"),
-                           UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION="false", UPDRAFT__CORE__PARALLELISM="32",
-                           PYTHONPATH=str(tree.resolve()), **more)
+                           UPDRAFT__CORE__DAGS_ARE_PAUSED_AT_CREATION="false", UPDRAFT__CORE__PARALLELISM="32")
+                env.update(more)
+                # a PYTHONPATH of --b-env goes before the tree (other versions of installed libraries)
+                env["PYTHONPATH"] = os.pathsep.join(p for p in (more.get("PYTHONPATH"), str(tree.resolve())) if p)
                 run_cli(env, "dags", "list")
                 with (home / "scheduler.log").open("w") as log:
                     procs.append(subprocess.Popen([sys.executable, "-m", "scheduler.cli", "scheduler"], env=env,
