@@ -34,7 +34,9 @@ changes with conditional UPDATEs and unique constraints.
 
 Every SQLite connection also gets ``journal_mode=WAL`` (readers and the writer
 do not block each other), ``synchronous=NORMAL`` (safe with WAL, no fsync per
-commit), ``foreign_keys=ON`` and ``busy_timeout=30000``.
+commit), ``foreign_keys=ON`` and ``busy_timeout=30000``. Switching a new file to
+WAL bypasses the busy handler, so that one statement waits for a lock in its own
+loop, within the same 30 s.
 
 Transient errors
 ----------------
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -181,11 +184,32 @@ def setup_sqlite_connection(dbapi_connection: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode = WAL``, waiting up to ``busy_timeout`` while another connection holds a lock.
+
+    Switching a file that is not in WAL mode yet (a new database) takes an exclusive lock,
+    and SQLite fails that at once with "database is locked" instead of calling the busy
+    handler. Processes opening a new database together (a scheduler and a webserver that
+    both migrate it) hit this while the first one creates the schema; they wait here.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def dbapi_error_to_sqlalchemy(statement: str, exc: Exception, base: type[Exception], *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,7 +15,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session
 
-from scheduler.db.engine import make_engine, mask_url, parse_url, session_scope
+from scheduler.db import engine as engine_module
+from scheduler.db import migrate
+from scheduler.db.engine import make_engine, mask_url, parse_url, session_scope, setup_sqlite_connection
 from scheduler.db.models import StrEnumType, UtcDateTime
 from scheduler.exceptions import DatabaseError
 from scheduler.states import TaskInstanceState
@@ -97,6 +100,68 @@ def test_sqlite_connections_get_wal_busy_timeout_foreign_keys_and_normal_sync(sq
     finally:
         engine.dispose()
     assert pragmas == {"journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": 1}
+
+
+@pytest.mark.sqlite_only
+def test_a_new_sqlite_file_locked_by_another_writer_is_switched_to_wal_once_the_lock_is_released(tmp_path: Path) -> None:
+    """SQLite fails the switch of a new file to WAL at once while another connection holds a lock
+    (no busy handler); the connection set-up must wait for the lock instead (concurrent first starts)."""
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE t (x INTEGER)")  # a new file, still in rollback-journal mode, write-locked
+
+    attempts = []
+    retrying = threading.Event()
+
+    def trace(statement: str) -> None:
+        if "journal_mode" in statement:
+            attempts.append(statement)
+            if len(attempts) >= 2:
+                retrying.set()
+
+    waiter = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    waiter.set_trace_callback(trace)
+    errors: list[BaseException] = []
+
+    def set_up() -> None:
+        try:
+            setup_sqlite_connection(waiter)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+            retrying.set()
+
+    thread = threading.Thread(target=set_up)
+    thread.start()
+    try:
+        assert retrying.wait(timeout=20), "the set-up neither retried nor failed"
+        assert not errors, errors
+        holder.execute("COMMIT")
+        thread.join(timeout=20)
+        assert not thread.is_alive() and not errors, errors
+        assert waiter.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert waiter.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    finally:
+        holder.close()
+        thread.join(timeout=20)
+        waiter.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_lock_held_longer_than_busy_timeout_still_fails_clearly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait for the WAL switch is bounded by busy_timeout, then the driver's error comes through."""
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with pytest.raises(DatabaseError, match="cannot be used: database is locked"):
+            migrate.current_revision(engine)
+    finally:
+        engine.dispose()
+        holder.close()
 
 
 @pytest.mark.sqlite_only
