@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from scheduler.authoring.dag import DAG
     from scheduler.config import Settings
 
-#: The synthetic DAG the rehearsal runs (made in the first spare that needs it, kept for its forks).
+#: The synthetic DAG the rehearsal runs (made ahead by the fork server, see make_ahead; else by the first spare).
 _SYNTHETIC: tuple[Any, Any] | None = None
 
 
@@ -125,6 +125,21 @@ def _rehearse(settings: Settings, dags: dict[str, DAG] | None, sink: io.StringIO
     logging.getLogger("scheduler.task_runner").info("rehearsal done")
     with contextlib.suppress(Exception):
         sys.stdout.flush()
+
+
+def make_ahead(dags: dict[str, DAG] | None) -> None:
+    """Build, in the process spares are forked from, what every rehearsal would otherwise build anew:
+    the synthetic DAG and the template environments of it and of ``dags`` (a zygote's file).
+
+    Made in a spare, they died with it; made here, every spare and try inherits them (with a
+    try, they are what it renders with, as when its spare made them). Failures are left for the try.
+    """
+    from scheduler.templating import environment_for
+
+    with contextlib.suppress(Exception):
+        environment_for(_synthetic()[0])
+        for dag in (dags or {}).values():
+            environment_for(dag)
 
 
 def _synthetic() -> tuple[Any, Any]:

@@ -802,6 +802,7 @@ def warm_up(settings: Settings) -> None:
         logging.getLogger(__name__).warning("task runner warm-up could not reach the database: %s", exc)
     engine.dispose()
     _WARM_ENGINE = (settings.sql_alchemy_conn, engine)
+    scheduler.spare_warmup.make_ahead(None)
 
 
 #: A copy of the executor's event channel, set by the fork server in each child (None elsewhere).
@@ -930,4 +931,7 @@ def preload(fileloc: str, settings: Settings) -> str | None:
     if engine is not None:
         engine.dispose()  # connections the import opened (a Variable read at top level) stay here
     _PRELOADED = (fileloc, before, dags)
+    from scheduler.spare_warmup import make_ahead
+
+    make_ahead(dags)
     return None

@@ -122,3 +122,41 @@ def test_a_spare_skips_its_rehearsal_when_the_workload_is_already_waiting(
         os.close(read_end)
         os.close(write_end)
     assert seen == [False, True, False]
+
+
+MADE_AHEAD = """
+import json, os, sys
+from scheduler import spare_warmup, task_runner, templating
+from scheduler.config import load_settings
+
+from pathlib import Path
+fileloc, home = sys.argv[1], Path(sys.argv[2])
+settings = load_settings({**os.environ, "UPDRAFT_HOME": str(home)}, cwd=home)
+task_runner.warm_up(settings)
+after_warm_up = spare_warmup._SYNTHETIC is not None and spare_warmup._SYNTHETIC[0] in templating._ENVIRONMENTS
+assert task_runner.preload(fileloc, settings) is None
+dags = task_runner._PRELOADED[2]
+print(json.dumps({"synthetic": after_warm_up,
+                  "preloaded": sorted(d.dag_id for d in dags.values() if d in templating._ENVIRONMENTS)}))
+"""
+
+
+def test_the_fork_server_and_each_zygote_make_what_every_rehearsal_needs_ahead(tmp_path: Path) -> None:
+    """The synthetic DAG and the template environments exist before any spare is forked, so no spare
+    (and no try whose rehearsal was cut short) builds them again."""
+    import json
+    import subprocess
+
+    from tests.backend import clean_environ
+
+    dag_file = tmp_path / "two.py"
+    dag_file.write_text(
+        "from datetime import datetime\nfrom scheduler import DAG, EmptyOperator\n"
+        "for name in ('one', 'two'):\n"
+        "    with DAG(name, schedule=None, start_date=datetime(2024, 1, 1)):\n"
+        "        EmptyOperator(task_id='t')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", MADE_AHEAD, str(dag_file), str(tmp_path)],
+                          env=clean_environ(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"synthetic": True, "preloaded": ["one", "two"]}
