@@ -404,8 +404,6 @@ class Supervisor:
 
     def _finish(self, verdict: Verdict, info: TryInfo, policy: RetryPolicy) -> int:
         other = self._record(verdict, info, policy)
-        if other is None:
-            announce_recorded(self.w)
         if other is not None:
             self.log.warning("state changed externally to %s; not recording %s", other, verdict.state.value)
             return EXIT_OK
@@ -415,6 +413,9 @@ class Supervisor:
                           self.w.try_number, self.w.try_number)
         else:
             self.log.info("Recorded state %s for try %d", verdict.state.value, self.w.try_number)
+        # The log's last line is written before the scheduler is woken, so a run it then finishes
+        # has complete logs (short of the loop finding the state on its own first).
+        announce_recorded(self.w)
         return EXIT_OK
 
     def _run(self) -> int:

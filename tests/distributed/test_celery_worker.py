@@ -114,7 +114,12 @@ with DAG("routed", schedule="@once", start_date=datetime(2024, 1, 1, tzinfo=time
     cluster.wait_for("the run to succeed", lambda: count(
         engine, "SELECT count(*) FROM dag_run WHERE state = 'success'") == 1, DEADLINE_S)
     assert sorted(cluster.markers.read_text().split()) == ["fast_one", "plain_one"]
-    # The log a worker wrote is served by the web server (one machine: the same log folder).
+    # The log a worker wrote is served by the web server (one machine: the same log folder). The
+    # worker's runner writes its last line after the commit the scheduler may already have seen.
+    written = cluster.home / "logs" / "dag_id=routed"
+    cluster.wait_for("the fast task's last log line", lambda: any(
+        "Recorded state success" in p.read_text() for p in written.rglob("task_id=fast_one/attempt=1.log")),
+        DEADLINE_S)
     content = api_log(cluster, "routed", "fast_one")
     assert "Starting attempt 1 of 1 of routed.fast_one" in content and "Recorded state success" in content
 

@@ -51,6 +51,8 @@ START_DEADLINE_S = 20.0
 NOTICE_DEADLINE_S = 5.0
 #: How long a process may take to exit after its signal.
 EXIT_DEADLINE_S = 15.0
+#: How long a runner may take to write its last log line after its state is committed.
+LOG_DEADLINE_S = 10.0
 #: How often the database is polled.
 POLL_S = 0.02
 #: core.killed_task_cleanup_time: the grace between SIGTERM and SIGKILL of a task's processes.
@@ -375,6 +377,16 @@ class Home:
         )
         return path.read_text()
 
+    def final_log_text(self, dag_id: str, task_id: str, attempt: int) -> str:
+        """The try's log once its runner wrote the recorded state, its last line.
+
+        The scheduler may find a committed state on its own before that line is written.
+        """
+        path = self.log_path(dag_id, task_id, attempt)
+        self.wait_for(f"the last line of {path.name} of {dag_id}.{task_id}",
+                      lambda: path.is_file() and "Recorded state" in path.read_text(), LOG_DEADLINE_S)
+        return path.read_text()
+
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[Home]:
@@ -552,10 +564,10 @@ def check_logs(m: MixedRun) -> None:
                 f"Starting attempt {attempt} of {max_tries + 1} of mixed.{task_id}, run {RUN_ID}" in text
             ), text
             assert text.count("Starting attempt") == 1, text
-        last = h.log_text("mixed", task_id, tries)
+        last = h.final_log_text("mixed", task_id, tries)
         assert MIXED_OUTPUT[task_id] in last, last
         assert f"Recorded state success for try {tries}" in last, last
-    first = h.log_text("mixed", "flaky", 1)
+    first = h.final_log_text("mixed", "flaky", 1)
     assert (
         "Traceback (most recent call last)" in first
         and "RuntimeError: flaky: the first try fails on purpose" in first
@@ -796,7 +808,7 @@ def test_execution_timeout_fails_the_try_and_ends_the_command(home: Home) -> Non
     assert (state, str(ti.state), ti.try_number) == ("failed", "failed", 1)
     assert not alive(sleep_pid), "the command's sleep outlived the timed-out try"
     assert ti.duration is not None and 1.0 <= ti.duration < 1 + CLEANUP_S + 5
-    text = home.log_text("slow", "too_slow", 1)
+    text = home.final_log_text("slow", "too_slow", 1)
     assert "about to sleep" in text
     assert "Timeout: the task ran longer than its execution_timeout (0:00:01)" in text
     assert "Recorded state failed for try 1" in text
@@ -884,7 +896,7 @@ def test_scheduler_killed_mid_try_then_restarted_finishes_without_duplicates(hom
     )
     assert home.history("napper") == {"nap": [(1, "success")], "after": [(1, "success")]}
     assert sorted(p.name for p in home.log_path("napper", "nap", 1).parent.iterdir()) == ["attempt=1.log"]
-    text = home.log_text("napper", "nap", 1)
+    text = home.final_log_text("napper", "nap", 1)
     assert (
         text.count("Starting attempt") == 1
         and "nap: slept well" in text
