@@ -118,11 +118,14 @@ class Env:
         return TaskWorkload(ti_id=ti_id, dag_id=dag_id, run_id=RUN_ID, task_id=task_id, map_index=-1,
                             try_number=try_number, fileloc=str(fileloc))
 
-    def start(self, workload: TaskWorkload | CallbackWorkload, *, direct: bool = False) -> Runner:
+    def start(self, workload: TaskWorkload | CallbackWorkload, *, direct: bool = False,
+              event_fd: int | None = None) -> Runner:
         """run_workload in a forked child, as the executor's fork server does; the test process runs no task code.
 
         ``direct``: the try's code runs in that child itself, as under the fork server.
+        ``event_fd``: where the child announces its recorded state, as to the fork server's channel.
         """
+        from scheduler import task_runner
         from scheduler.task_runner import run_workload
 
         stderr = self.tmp / f"runner-{time.monotonic_ns()}.err"
@@ -133,6 +136,7 @@ class Env:
                 fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 2)
                 sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - not pytest's capture
+                task_runner.EVENT_FD = event_fd
                 code = run_workload(workload, self.settings, direct=direct)
             finally:
                 os._exit(code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -45,6 +46,55 @@ def failure_logs(env: Env, dag_id: str) -> list[Log]:
 
 
 # --- success, XCom, log file ------------------------------------------------------------------------
+
+
+def blocked_writing_to(pid: int, fd: int) -> bool:
+    """Whether the process sits in write(2) on ``fd`` (from /proc/PID/syscall: number, then arguments)."""
+    try:
+        fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    write_syscall = 1  # x86_64
+    return len(fields) > 1 and fields[0] == str(write_syscall) and int(fields[1], 16) == fd
+
+
+def test_the_log_ends_with_the_recorded_state_before_the_scheduler_is_told(env: Env) -> None:
+    # The executor's channel is a pipe filled to the brim: the runner's announcement blocks in
+    # write(2) until it is drained, so the log can be read at exactly the moment of the wake-up.
+    path = env.write_dag("told", """
+        with DAG("told", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+            PythonOperator(task_id="t", python_callable=lambda: print("ran"))
+    """)
+    ids = env.queue("told", path, {"t": "queued"})
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"x" * 4096)
+    os.set_blocking(write_end, True)
+    runner = env.start(env.workload(ids["t"], "told", "t", path), event_fd=write_end)
+    try:
+        wait_for(lambda: blocked_writing_to(runner.pid, write_end), "the runner to announce its recorded state")
+        assert env.ti(ids["t"]).state == "success"
+        assert "Recorded state success for try 1" in env.log_of("told", "t"), runner.stderr()
+        os.set_blocking(read_end, False)
+        drained = bytearray()
+
+        def announced() -> bool:
+            with contextlib.suppress(BlockingIOError):
+                drained.extend(os.read(read_end, 1 << 20))
+            return b'"event": "recorded"' in drained
+
+        wait_for(announced, "the announcement behind the filler")
+        assert runner.wait() == 0, runner.stderr()
+    finally:
+        if not process_gone(runner.pid):  # a failed check leaves it blocked on the full pipe
+            os.kill(runner.pid, signal.SIGKILL)
+            runner.wait()
+        os.close(read_end)
+        os.close(write_end)
+
+
 
 
 def test_success_records_state_xcom_history_and_log(env: Env) -> None:
